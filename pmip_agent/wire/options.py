@@ -130,7 +130,7 @@ class MnLinkLayerId(Option):
 
     identifier: bytes
     TYPE: ClassVar[int] = OptionType.MN_LINK_LAYER_ID
-    ALIGN: ClassVar[tuple[int, int]] = (8, 2)
+    # RFC 5213 §8.6 sets no fixed xn+y rule ("aligned appropriately"), so none is enforced.
 
     def body(self) -> bytes:
         if not self.identifier or len(self.identifier) > 253:
@@ -288,7 +288,7 @@ class GreKey(Option):
 
     key: int | None = None
     TYPE: ClassVar[int] = OptionType.GRE_KEY
-    ALIGN: ClassVar[tuple[int, int]] = (4, 2)
+    ALIGN: ClassVar[tuple[int, int]] = (4, 0)  # RFC 5845 §6.1
 
     def body(self) -> bytes:
         return b"\0\0" if self.key is None else b"\0\0" + self.key.to_bytes(4, "big")
@@ -309,6 +309,8 @@ class Ipv4HoaRequest(Option):
     prefix_len: int = 0
     TYPE: ClassVar[int] = OptionType.IPV4_HOA_REQUEST
     ALIGN: ClassVar[tuple[int, int]] = (4, 0)
+    # More than one is well-formed; the LMA answers it with status 173 (RFC 5844 §3.1.2.1).
+    REPEATABLE: ClassVar[bool] = True
 
     def body(self) -> bytes:
         _ipv4_plen(self.prefix_len, "IPv4 HoA request")
@@ -344,7 +346,8 @@ class Ipv4HoaReply(Option):
 
 @dataclass(frozen=True, slots=True)
 class Ipv4DhcpSupportMode(Option):
-    """RFC 5844 §3.3.4: S flag set means the MAG is a DHCP server, clear means a relay."""
+    """RFC 5844 §3.3.4, PBA only: S flag set tells the MAG to be a DHCP server, clear (or no
+    option) a DHCP relay."""
 
     server: bool
     TYPE: ClassVar[int] = OptionType.IPV4_DHCP_SUPPORT_MODE
