@@ -183,7 +183,15 @@ class LmaEngine:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
-        return self._timers[0][0] if self._timers else None
+        """The next deadline, or None. Superseded heap entries are dropped on the way."""
+        timers = self._timers
+        while timers:
+            deadline, generation, mn_id = timers[0]
+            entry = self._cache.get(mn_id)
+            if entry is not None and entry.timer_generation == generation:
+                return deadline
+            heapq.heappop(timers)
+        return None
 
     # --- state ------------------------------------------------------------------------
 

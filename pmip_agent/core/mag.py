@@ -1,0 +1,487 @@
+"""The mobile access gateway: attachments and PBAs in, PBUs and events out. No sockets, no
+clock.
+
+Rules: RFC 5213 §6.9 (PBU construction, retransmission, refresh, de-registration), seed
+§3.4 and §4.4 (IPv4 home address, IPv4 transport and NAT), RFC 5844 §3.2.3 and §4.2.2.
+Time is UNIX seconds, passed in as ``now``.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+
+from ..wire import ipv6 as ipv6_frame
+from ..wire.constants import (
+    PMIP6_CNTL_PORT,
+    BuFlags,
+    HandoffIndicator,
+    Ipv4Status,
+    Status,
+    WireProfile,
+)
+from ..wire.errors import WireError
+from ..wire.messages import BindingAck, BindingUpdate, decode, encode
+from ..wire.options import (
+    AccessTechTypeOption,
+    HandoffIndicatorOption,
+    HomeNetworkPrefix,
+    Ipv4AddressAck,
+    Ipv4CareOfAddress,
+    Ipv4DefaultRouter,
+    Ipv4HoaReply,
+    Ipv4HoaRequest,
+    Ipv4HomeAddress,
+    MnIdentifier,
+    MnLinkLayerId,
+    NatDetection,
+    Option,
+    Timestamp,
+)
+from .bindings import BulEntry
+from .events import (
+    BindingLost,
+    Deregistered,
+    Encapsulation,
+    Event,
+    Ipv4Denied,
+    Ipv4Granted,
+    MessageDropped,
+    Peer,
+    Prefix6,
+    RegistrationRejected,
+    Transmit,
+    TunnelNeeded,
+)
+from .policy import Ipv4Mode, LmaPeerSettings, MagSettings, MnProfile
+
+ZERO4 = IPv4Address(0)
+ZERO6 = IPv6Address(0)
+NO_KEEPALIVE = 0xFFFF_FFFF
+
+# Binding update list states.
+WAITING_ADDRESS = "waiting-address"  # dhcp-server mode: no HoA learned from DHCP yet
+REGISTERING = "registering"  # a PBU is outstanding
+REGISTERED = "registered"
+DEREGISTERING = "deregistering"
+BACKOFF = "backoff"  # failed or rejected: register again later
+
+
+@dataclass(frozen=True, slots=True)
+class BulView:
+    """A snapshot of one binding update list entry."""
+
+    mn_id: bytes
+    lma: str
+    state: str
+    registered: bool
+    ipv4_hoa: IPv4Address | None
+    ipv4_prefix_len: int
+    ipv4_default_router: IPv4Address | None
+    hnps: tuple[Prefix6, ...]
+    encapsulation: str | None
+    nat: bool
+    lifetime_s: int
+    expires_at: float
+    link_layer_id: bytes | None
+
+
+class MagEngine:
+    def __init__(self, settings: MagSettings, sequence_start: int = 0) -> None:
+        self.settings = settings
+        self._bul: dict[bytes, BulEntry] = {}
+        self._sequence = sequence_start & 0xFFFF
+        self._timers: list[tuple[float, int, bytes]] = []
+        self._out: list[Transmit] = []
+        self._events: deque[Event] = deque()
+
+    # --- inputs: the access link ----------------------------------------------------
+
+    def attach(
+        self,
+        mn_id: bytes,
+        now: float,
+        *,
+        link_layer_id: bytes | None = None,
+        handoff: int = HandoffIndicator.NEW_INTERFACE,
+        ipv4_hint: IPv4Address | None = None,
+        hnp_hints: tuple[Prefix6, ...] = (),
+    ) -> bool:
+        """An MN appeared on an access link. False if its profile is unknown (no service).
+        ``ipv4_hint``/``hnp_hints`` are addresses it held before (a MAG restart, or a
+        roaming MN's DHCP request); they are asked for again."""
+        profile = self.settings.profiles.get(mn_id)
+        if profile is None or self._lma_for(profile) is None:
+            return False
+        entry = self._bul.get(mn_id)
+        if entry is not None and entry.state != DEREGISTERING:
+            return True  # already being served: attach is idempotent
+        requested, plen = self._initial_request(profile, ipv4_hint)
+        entry = BulEntry(
+            mn_id,
+            profile.lma or next(iter(self.settings.lmas)),
+            WAITING_ADDRESS,
+            requested,
+            plen,
+            link_layer_id,
+            handoff,
+            hnps=hnp_hints if profile.ipv6 else (),
+        )
+        self._bul[mn_id] = entry
+        if profile.ipv4_mode is Ipv4Mode.DHCP_SERVER and requested is None:
+            return True  # registration starts once the DHCP server's answer is known
+        self._start(entry, now)
+        return True
+
+    def learn_ipv4(self, mn_id: bytes, hoa: IPv4Address, prefix_len: int, now: float) -> None:
+        """The DHCP relay saw the server assign ``hoa``: register it (seed Figure 3, step 3)."""
+        entry = self._bul.get(mn_id)
+        if entry is None or entry.state == DEREGISTERING:
+            return
+        if entry.state == WAITING_ADDRESS or entry.requested_hoa != hoa:
+            entry.requested_hoa, entry.requested_prefix_len = hoa, prefix_len
+            self._start(entry, now)
+
+    def detach(self, mn_id: bytes, now: float) -> None:
+        """The MN left: de-register (RFC 5213 §6.9.1.4) and forget it."""
+        entry = self._bul.get(mn_id)
+        if entry is None or entry.state == DEREGISTERING:
+            return
+        if not entry.registered and entry.state != REGISTERING:
+            self._remove(entry)
+            return
+        entry.state = DEREGISTERING
+        entry.outstanding = set()
+        self._transmit(entry, 0, HandoffIndicator.UNKNOWN, now)
+        self._arm(entry, now + self.settings.initial_bindack_timeout_s)
+
+    # --- inputs: the network --------------------------------------------------------
+
+    def receive_ipv6(self, mh: bytes, src: IPv6Address, now: float) -> None:
+        peer = Peer(src)
+        try:
+            msg = decode(mh)
+        except WireError as exc:
+            self._events.append(MessageDropped(peer, exc.reason, exc.detail))
+            return
+        self._on_message(msg, peer, now)
+
+    def receive_udp(self, payload: bytes, src: IPv4Address, port: int, now: float) -> None:
+        try:
+            if payload and payload[0] >> 4 == 6:
+                src6, dst6, mh = ipv6_frame.unwrap(payload)
+                msg = decode(mh, src6, dst6)
+            else:  # RFC 5844 bare-MH framing
+                src6 = IPv6Address(b"\0" * 10 + b"\xff\xff" + src.packed)
+                msg = decode(payload)
+        except WireError as exc:
+            self._events.append(MessageDropped(Peer(ZERO6, src, port), exc.reason, exc.detail))
+            return
+        self._on_message(msg, Peer(src6, src, port), now)
+
+    def handle_timer(self, now: float) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, generation, mn_id = heapq.heappop(timers)
+            entry = self._bul.get(mn_id)
+            if entry is not None and entry.timer_generation == generation:
+                self._on_deadline(entry, now)
+
+    # --- outputs --------------------------------------------------------------------
+
+    def datagrams_to_send(self) -> list[Transmit]:
+        out, self._out = self._out, []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        """The next deadline, or None. Superseded heap entries are dropped on the way."""
+        timers = self._timers
+        while timers:
+            deadline, generation, mn_id = timers[0]
+            entry = self._bul.get(mn_id)
+            if entry is not None and entry.timer_generation == generation:
+                return deadline
+            heapq.heappop(timers)
+        return None
+
+    @property
+    def sequence(self) -> int:
+        return self._sequence
+
+    def __len__(self) -> int:
+        return len(self._bul)
+
+    def entries(self) -> Iterator[BulView]:
+        return (self._view(e) for e in self._bul.values())
+
+    def entry(self, mn_id: bytes) -> BulView | None:
+        e = self._bul.get(mn_id)
+        return self._view(e) if e else None
+
+    # --- registration ---------------------------------------------------------------
+
+    def _lma_for(self, profile: MnProfile) -> LmaPeerSettings | None:
+        lmas = self.settings.lmas
+        if profile.lma is None:
+            return next(iter(lmas.values()), None)
+        return lmas.get(profile.lma)
+
+    def _initial_request(
+        self, profile: MnProfile, hint: IPv4Address | None
+    ) -> tuple[IPv4Address | None, int]:
+        mode = profile.ipv4_mode
+        if mode is Ipv4Mode.NONE:
+            return None, 0
+        if mode is Ipv4Mode.STATIC:
+            return profile.ipv4_hoa, profile.ipv4_prefix_len  # seed §3.1: from the profile
+        if hint is not None:
+            return hint, 32
+        if mode is Ipv4Mode.LMA:
+            # 0.0.0.0 asks the LMA to allocate; RFC 5555 §3.1.1 forbids prefix length 0.
+            return ZERO4, 32 if self.settings.wire_profile is WireProfile.DRAFT else 0
+        return None, 0  # dhcp-server: wait for the DHCP server
+
+    def _start(self, entry: BulEntry, now: float) -> None:
+        entry.state = REGISTERING
+        entry.outstanding = set()
+        entry.transmissions = 0
+        entry.timeout_s = self.settings.initial_bindack_timeout_s
+        self._send_registration(entry, entry.handoff, now)
+
+    def _send_registration(self, entry: BulEntry, handoff: int, now: float) -> None:
+        lifetime_units = max(1, self.settings.lifetime_s // 4)
+        self._transmit(entry, lifetime_units, handoff, now)
+        entry.transmissions += 1
+        deadline = now + entry.timeout_s
+        if entry.registered:
+            deadline = min(deadline, entry.expires_at)
+        self._arm(entry, deadline)
+
+    def _transmit(self, entry: BulEntry, lifetime_units: int, handoff: int, now: float) -> None:
+        settings = self.settings
+        profile = settings.profiles[entry.mn_id]
+        lma = settings.lmas[entry.lma_name]
+        opts: list[Option] = [MnIdentifier(entry.mn_id)]
+        if profile.ipv6:
+            opts += [HomeNetworkPrefix(p, n) for p, n in (entry.hnps or ((ZERO6, 0),))]
+        opts.append(HandoffIndicatorOption(handoff))
+        opts.append(AccessTechTypeOption(settings.access_tech))
+        if entry.link_layer_id:
+            opts.append(MnLinkLayerId(entry.link_layer_id))
+        if settings.timestamps:
+            opts.append(Timestamp.from_seconds(now))  # retransmissions carry the latest time
+        if entry.requested_hoa is not None:
+            if settings.wire_profile is WireProfile.DRAFT:
+                opts.append(Ipv4HomeAddress(entry.requested_hoa, entry.requested_prefix_len))
+            else:
+                opts.append(Ipv4HoaRequest(entry.requested_hoa, entry.requested_prefix_len))
+        flags = BuFlags.A | BuFlags.P
+        over_ipv4 = lma.transport == "ipv4" and lma.ipv4_lmaa is not None
+        if over_ipv4:
+            if settings.ipv4_proxy_coa is not None:  # seed §4.3: lets the LMA detect a NAT
+                opts.append(Ipv4CareOfAddress(settings.ipv4_proxy_coa))
+            if lma.force_udp:
+                flags |= BuFlags.F
+        self._sequence = (self._sequence + 1) & 0xFFFF
+        entry.outstanding.add(self._sequence)
+        pbu = BindingUpdate(self._sequence, lifetime_units, flags, tuple(opts))
+        if over_ipv4:
+            coa = settings.proxy_coa
+            data = ipv6_frame.wrap(encode(pbu, coa, lma.lmaa), coa, lma.lmaa)
+            self._out.append(Transmit(data, Peer(lma.lmaa, lma.ipv4_lmaa, PMIP6_CNTL_PORT)))
+        else:
+            self._out.append(Transmit(encode(pbu), Peer(lma.lmaa)))
+
+    def _on_deadline(self, entry: BulEntry, now: float) -> None:
+        settings = self.settings
+        if entry.state == DEREGISTERING:
+            self._remove(entry)  # §6.9.1.4: no answer within the timeout is fine
+        elif entry.state == REGISTERED:
+            entry.state = REGISTERING
+            entry.outstanding = set()
+            entry.transmissions = 0
+            entry.timeout_s = settings.initial_bindack_timeout_s
+            self._send_registration(entry, HandoffIndicator.NO_HANDOFF, now)
+        elif entry.state == BACKOFF:
+            self._start(entry, now)
+        elif entry.state == REGISTERING:
+            if entry.registered and now >= entry.expires_at:
+                self._lose(entry, "expired")
+            if entry.transmissions >= settings.max_transmissions:
+                if entry.registered:
+                    self._lose(entry, "no-response")
+                entry.state = BACKOFF
+                self._arm(entry, now + settings.retry_after_failure_s)
+                return
+            entry.timeout_s = min(entry.timeout_s * 2, settings.max_bindack_timeout_s)
+            handoff = HandoffIndicator.NO_HANDOFF if entry.registered else entry.handoff
+            self._send_registration(entry, handoff, now)
+
+    def _on_message(self, msg: object, peer: Peer, now: float) -> None:
+        if type(msg) is not BindingAck:
+            self._events.append(MessageDropped(peer, "unexpected-message", type(msg).__name__))
+            return
+        mnid = msg.find(MnIdentifier)
+        entry = self._bul.get(mnid.identifier) if mnid is not None else None
+        if entry is None:
+            self._events.append(MessageDropped(peer, "pba-unknown-mn"))
+            return
+        lma = self.settings.lmas[entry.lma_name]
+        if peer.v6 != lma.lmaa and peer.v4 != lma.ipv4_lmaa:
+            self._events.append(MessageDropped(peer, "pba-from-unknown-lma"))
+            return
+        if msg.status == Status.SEQUENCE_OUT_OF_WINDOW and entry.state == REGISTERING:
+            # RFC 6275 §9.5.1: the PBA carries the last sequence the LMA accepted.
+            if _after(msg.sequence, self._sequence):
+                self._sequence = msg.sequence
+            self._send_registration(entry, entry.handoff, now)
+            return
+        if msg.sequence not in entry.outstanding:
+            self._events.append(MessageDropped(peer, "pba-unexpected-sequence"))
+            return
+        att = msg.find(AccessTechTypeOption)
+        if att is not None and att.value != self.settings.access_tech:
+            self._events.append(MessageDropped(peer, "pba-mismatched-options"))  # §6.9.1.2
+            return
+        entry.outstanding = set()
+        if entry.state == DEREGISTERING:
+            self._remove(entry)
+        elif msg.status == Status.ACCEPTED and msg.lifetime > 0:
+            self._accepted(entry, msg, peer, now)
+        else:
+            self._rejected(entry, msg, now)
+
+    def _accepted(self, entry: BulEntry, pba: BindingAck, peer: Peer, now: float) -> None:
+        settings = self.settings
+        profile = settings.profiles[entry.mn_id]
+        lma = settings.lmas[entry.lma_name]
+        lifetime_s = pba.lifetime * 4
+        hoa, plen, router, denied = self._ipv4_result(entry, profile, pba)
+        hnps = tuple((o.prefix, o.prefix_len) for o in pba.find_all(HomeNetworkPrefix))
+        natd = pba.find(NatDetection)
+        nat = natd is not None and natd.refresh_time not in (0, NO_KEEPALIVE)
+        if peer.v4 is None:
+            encapsulation = Encapsulation.IPV6
+        elif natd is not None and (natd.forced or nat):  # RFC 5844 §4.2.2, seed §4.4
+            encapsulation = Encapsulation.IPV4_UDP
+        else:
+            encapsulation = Encapsulation.IPV4
+        changed = (
+            not entry.registered
+            or hoa != entry.hoa
+            or hnps != entry.hnps
+            or encapsulation != entry.encapsulation
+        )
+        if denied is not None and (not entry.registered or entry.hoa is not None):  # once
+            self._events.append(Ipv4Denied(entry.mn_id, denied))
+        entry.registered, entry.state = True, REGISTERED
+        entry.hnps, entry.hoa, entry.hoa_prefix_len, entry.default_router = hnps, hoa, plen, router
+        entry.lifetime_s, entry.expires_at = lifetime_s, now + lifetime_s
+        entry.nat, entry.encapsulation = nat, encapsulation
+        entry.nat_refresh_s = natd.refresh_time if nat and natd is not None else 0
+        entry.handoff = HandoffIndicator.NO_HANDOFF
+        if hoa is not None:
+            entry.requested_hoa, entry.requested_prefix_len = hoa, plen
+        if changed:
+            if hoa is not None:
+                self._events.append(Ipv4Granted(entry.mn_id, hoa, plen, router, lifetime_s))
+            self._events.append(
+                TunnelNeeded(
+                    entry.mn_id,
+                    Peer(lma.lmaa, peer.v4, peer.port) if peer.v4 else Peer(lma.lmaa),
+                    encapsulation,
+                    nat,
+                    hoa,
+                    hnps,
+                    lifetime_s,
+                )
+            )
+        interval = lifetime_s * settings.refresh_fraction
+        if nat:  # seed §4.4: re-send the PBU within every refresh time to keep the NAT open
+            interval = min(interval, entry.nat_refresh_s * settings.nat_keepalive_fraction)
+        self._arm(entry, now + max(interval, 1.0))
+
+    def _ipv4_result(
+        self, entry: BulEntry, profile: MnProfile, pba: BindingAck
+    ) -> tuple[IPv4Address | None, int, IPv4Address | None, int | None]:
+        """(hoa, prefix length, router, denial status). A refused or inconsistent IPv4
+        answer is never reported as granted (seed §3.4)."""
+        if entry.requested_hoa is None:
+            return None, 0, None, None
+        reply = pba.find(Ipv4HoaReply) or pba.find(Ipv4AddressAck)
+        if reply is None:
+            return None, 0, None, Ipv4Status.FAILURE_UNSPECIFIED
+        if reply.status != Ipv4Status.SUCCESS:
+            return None, 0, None, reply.status
+        granted = reply.address
+        if granted == ZERO4 or (
+            profile.ipv4_mode is not Ipv4Mode.LMA and entry.requested_hoa not in (ZERO4, granted)
+        ):
+            return None, 0, None, Ipv4Status.INCORRECT_IPV4_HOME_ADDRESS
+        router = pba.find(Ipv4DefaultRouter)
+        return granted, reply.prefix_len, router.address if router else None, None
+
+    def _rejected(self, entry: BulEntry, pba: BindingAck, now: float) -> None:
+        status = pba.status
+        self._events.append(RegistrationRejected(entry.mn_id, status))
+        if entry.requested_hoa is not None:
+            reply = pba.find(Ipv4HoaReply) or pba.find(Ipv4AddressAck)
+            denial = reply.status if reply is not None and reply.status else status
+            self._events.append(Ipv4Denied(entry.mn_id, denial))
+        if entry.registered:
+            self._lose(entry, f"rejected-{status}")
+        profile = self.settings.profiles[entry.mn_id]
+        if (
+            status == Status.NOT_AUTHORIZED_FOR_IPV4_HOME_ADDRESS
+            and profile.ipv4_mode is Ipv4Mode.LMA
+        ):
+            entry.requested_hoa = ZERO4  # RFC 5844 §3.2.3.2: let the LMA choose instead
+        entry.state = BACKOFF
+        self._arm(entry, now + self.settings.retry_after_failure_s)
+
+    def _lose(self, entry: BulEntry, reason: str) -> None:
+        entry.registered = False
+        entry.hoa = None
+        entry.encapsulation = None
+        self._events.append(BindingLost(entry.mn_id, reason))
+
+    def _remove(self, entry: BulEntry) -> None:
+        del self._bul[entry.mn_id]
+        entry.timer_generation += 1
+        self._events.append(Deregistered(entry.mn_id))
+
+    def _arm(self, entry: BulEntry, deadline: float) -> None:
+        entry.timer_generation += 1
+        entry.deadline = deadline
+        heapq.heappush(self._timers, (deadline, entry.timer_generation, entry.mn_id))
+        if len(self._timers) > 2 * len(self._bul) + 1024:
+            self._timers = [(e.deadline, e.timer_generation, e.mn_id) for e in self._bul.values()]
+            heapq.heapify(self._timers)
+
+    @staticmethod
+    def _view(e: BulEntry) -> BulView:
+        return BulView(
+            e.mn_id,
+            e.lma_name,
+            e.state,
+            e.registered,
+            e.hoa,
+            e.hoa_prefix_len,
+            e.default_router,
+            e.hnps,
+            e.encapsulation.value if e.encapsulation else None,
+            e.nat,
+            e.lifetime_s,
+            e.expires_at,
+            e.link_layer_id,
+        )
+
+
+def _after(a: int, b: int) -> bool:
+    return 0 < (a - b) & 0xFFFF < 0x8000
