@@ -339,11 +339,11 @@ class LmaEngine:
             self._events.append(MessageDropped(peer, reason, repr(pbu.mnid)))
             return
         self._accept_replay_state(entry, pbu)
+        # Keep the entry (and so its addresses) for MinDelayBeforeBCEDelete.
+        entry.expires_at = now + self.settings.min_delay_before_bce_delete_s
         if entry.state == ACTIVE:
             entry.state = DEREGISTERED
             self._events.append(BindingDown(entry.view(), "deregistered"))
-        # Keep the entry (and so its addresses) for MinDelayBeforeBCEDelete.
-        entry.expires_at = now + self.settings.min_delay_before_bce_delete_s
         self._schedule(entry, entry.expires_at)
         self._reply_accept(pbu, entry, peer, local6, 0, None)
 
@@ -525,6 +525,8 @@ class LmaEngine:
                 raise self._exhausted(rfc, "no-such-pool")
             if req == ZERO4:
                 hoa = current or pool.allocate()
+                while current is None and hoa is not None and held_by_other(hoa):
+                    hoa = pool.allocate()  # a static HoA inside the pool: leave it taken
                 if hoa is None:
                     raise self._exhausted(rfc, "ipv4-pool-exhausted")
                 if current is None:
@@ -648,12 +650,16 @@ class LmaEngine:
     # --- replies ----------------------------------------------------------------------
 
     def _send(self, pba: BindingAck, peer: Peer, local6: IPv6Address | None) -> None:
-        if peer.v4 is None:
-            data = encode(pba)  # the raw socket's IPV6_CHECKSUM fills the checksum
-        elif local6 is None:
-            data = encode(pba)  # RFC 5844 §4.1.3.2: bare MH in UDP, checksum zero
-        else:
-            data = ipv6_frame.wrap(encode(pba, local6, peer.v6), local6, peer.v6)
+        try:
+            if peer.v4 is None:
+                data = encode(pba)  # the raw socket's IPV6_CHECKSUM fills the checksum
+            elif local6 is None:
+                data = encode(pba)  # RFC 5844 §4.1.3.2: bare MH in UDP, checksum zero
+            else:
+                data = ipv6_frame.wrap(encode(pba, local6, peer.v6), local6, peer.v6)
+        except ValueError as exc:  # the echoed options of a near-2048-octet PBU overflow
+            self._events.append(MessageDropped(peer, "reply-too-large", str(exc)))
+            return
         self._out.append(Transmit(data, peer))
 
     def _echo(self, pbu: _Pbu, hnps: list[Option], ts: Timestamp | None) -> list[Option]:

@@ -97,6 +97,7 @@ class MagEngine:
         self._timers: list[tuple[float, int, bytes]] = []
         self._out: list[Transmit] = []
         self._events: deque[Event] = deque()
+        self.retransmissions = 0  # PBUs sent again after a timeout, for metrics
 
     # --- inputs: the access link ----------------------------------------------------
 
@@ -257,6 +258,8 @@ class MagEngine:
     def _send_registration(self, entry: BulEntry, handoff: int, now: float) -> None:
         lifetime_units = max(1, self.settings.lifetime_s // 4)
         self._transmit(entry, lifetime_units, handoff, now)
+        if entry.transmissions:
+            self.retransmissions += 1
         entry.transmissions += 1
         deadline = now + entry.timeout_s
         if entry.registered:
@@ -333,7 +336,7 @@ class MagEngine:
             self._events.append(MessageDropped(peer, "pba-unknown-mn"))
             return
         lma = self.settings.lmas[entry.lma_name]
-        if peer.v6 != lma.lmaa and peer.v4 != lma.ipv4_lmaa:
+        if peer.v6 != lma.lmaa and (peer.v4 is None or peer.v4 != lma.ipv4_lmaa):
             self._events.append(MessageDropped(peer, "pba-from-unknown-lma"))
             return
         if msg.status == Status.SEQUENCE_OUT_OF_WINDOW and entry.state == REGISTERING:
