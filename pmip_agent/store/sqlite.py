@@ -1,0 +1,364 @@
+"""SQLite persistence of the LMA binding cache and of the MAG binding update list.
+
+One file per role, in write-ahead-log mode. Durability: with ``journal_mode=WAL`` a
+transaction is committed once its frames are appended to the ``-wal`` file, and
+``synchronous=NORMAL`` skips the fsync of that append (the WAL is fsynced at each
+checkpoint instead). The appended frames are in the operating system's page cache as soon as
+the ``write()`` returns, so a committed transaction survives the *process* dying in any way,
+``kill -9`` included: the next open replays the WAL. Only losing the *machine* (power cut,
+kernel crash) before the next checkpoint can take the last commits back; the file is never
+corrupted either way, it rolls back to an earlier committed state. Where a PBA must never be
+sent for a binding that a power cut could forget, pass ``synchronous="FULL"``: every commit
+then waits for an fsync of the WAL (a few milliseconds on most disks, so batch more packets
+per commit).
+
+Both stores are used from one thread at a time (they may be handed to a worker thread).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sqlite3
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, ClassVar, Self
+
+from ..core.events import BindingDown, BindingPurged, BindingUp, BindingView
+from ..core.mag import BulView
+from .serialize import (
+    BINDING_COLUMNS,
+    BUL_COLUMNS,
+    binding_from_row,
+    binding_to_row,
+    bul_from_row,
+    bul_to_row,
+)
+
+__all__ = ["SCHEMA_VERSION", "LmaStore", "MagStore", "StoreError"]
+
+SCHEMA_VERSION = 1
+_SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
+_WAL_SIZE_LIMIT = 64 << 20  # truncate the -wal file back to this after a checkpoint
+
+
+class StoreError(Exception):
+    """The store cannot be opened, read or written. ``path`` is the database file."""
+
+    def __init__(self, path: Path, message: str, cause: BaseException | None = None) -> None:
+        detail = f": {cause}" if cause is not None else ""
+        super().__init__(f"{path}: {message}{detail}")
+        self.path = path
+
+
+def _upsert_sql(table: str, columns: tuple[str, ...]) -> str:
+    names = ", ".join(columns)
+    marks = ", ".join("?" * len(columns))
+    # ON CONFLICT ... DO UPDATE rather than INSERT OR REPLACE: a column added by a later
+    # version keeps its value when this version rewrites the row.
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
+    return (
+        f"INSERT INTO {table} ({names}) VALUES ({marks}) "
+        f"ON CONFLICT({columns[0]}) DO UPDATE SET {updates}"
+    )
+
+
+def _prepare_path(path: Path) -> None:
+    """Create the directory (0700) and the database file (0600) when missing. SQLite gives
+    its -wal and -shm files the mode of the database file."""
+    parent = path.parent
+    if not parent.is_dir():
+        try:
+            parent.mkdir(mode=0o700, parents=True)
+        except FileExistsError:
+            pass
+        else:
+            os.chmod(parent, 0o700)  # mkdir's mode goes through the umask
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+class _SqliteStore:
+    KIND: ClassVar[str]
+    TABLE: ClassVar[str]
+    COLUMNS: ClassVar[tuple[str, ...]]
+    SCHEMA: ClassVar[str]
+
+    def __init__(
+        self, path: Path | str, *, synchronous: str = "NORMAL", busy_timeout_s: float = 5.0
+    ) -> None:
+        """Open (creating when missing) the store at ``path``. ``synchronous`` is "NORMAL"
+        (durable across process crashes, see the module notes) or "FULL"/"EXTRA" (also
+        across power loss). Raises StoreError when the file is unusable."""
+        self.path = Path(path)
+        level = synchronous.upper()
+        if level not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {', '.join(_SYNCHRONOUS)}")
+        self.synchronous = level
+        try:
+            _prepare_path(self.path)
+        except OSError as exc:
+            raise StoreError(self.path, "cannot create the database", exc) from exc
+        try:
+            db = sqlite3.connect(
+                self.path,
+                timeout=busy_timeout_s,
+                isolation_level=None,  # transactions are explicit: BEGIN ... COMMIT
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(self.path, "cannot open the database", exc) from exc
+        self._db: sqlite3.Connection | None = db
+        try:
+            self._setup(db, level)
+        except StoreError:
+            db.close()
+            self._db = None
+            raise
+        except sqlite3.Error as exc:
+            db.close()
+            self._db = None
+            raise StoreError(self.path, "not a usable pmip-agent database", exc) from exc
+
+    # --- opening ----------------------------------------------------------------------
+
+    def _setup(self, db: sqlite3.Connection, level: str) -> None:
+        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(self.path, f"cannot use write-ahead logging (journal_mode={mode})")
+        db.execute(f"PRAGMA synchronous={level}")
+        db.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
+        db.execute("BEGIN IMMEDIATE")  # also proves the file is writable
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables and "meta" not in tables:
+                raise StoreError(self.path, "not a pmip-agent store (no meta table)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY NOT NULL, value)"
+                " WITHOUT ROWID"
+            )
+            db.execute(self.SCHEMA)
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            if not meta:
+                db.executemany(
+                    "INSERT INTO meta (key, value) VALUES (?, ?)",
+                    (("kind", self.KIND), ("schema_version", SCHEMA_VERSION)),
+                )
+            else:
+                self._check_meta(db, meta)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _check_meta(self, db: sqlite3.Connection, meta: dict[str, Any]) -> None:
+        kind = meta.get("kind")
+        if kind != self.KIND:
+            raise StoreError(self.path, f"holds a {kind!r} store, not a {self.KIND!r} store")
+        version = meta.get("schema_version")
+        if not isinstance(version, int) or version < 1:
+            raise StoreError(self.path, f"bad schema_version {version!r}")
+        # A later version may have added columns: fine as long as ours are all there.
+        present = {r[1] for r in db.execute(f"PRAGMA table_info({self.TABLE})")}
+        missing = [c for c in self.COLUMNS if c not in present]
+        if missing:
+            raise StoreError(
+                self.path,
+                f"schema_version {version} lacks columns {', '.join(missing)} of "
+                f"{self.TABLE} (this version writes schema_version {SCHEMA_VERSION})",
+            )
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError(self.path, "the store is closed")
+        return self._db
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], None]) -> None:
+        """Run ``work`` in one write transaction, committed before returning."""
+        db = self._conn()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                work(db)
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except (sqlite3.Error, OverflowError) as exc:
+            raise StoreError(self.path, "write failed, nothing was stored", exc) from exc
+
+    def _select(self) -> sqlite3.Cursor:
+        try:
+            return self._conn().execute(f"SELECT {', '.join(self.COLUMNS)} FROM {self.TABLE}")
+        except sqlite3.Error as exc:
+            raise StoreError(self.path, "read failed", exc) from exc
+
+    def close(self) -> None:
+        """Close the database (the last close checkpoints and removes the -wal file)."""
+        db, self._db = self._db, None
+        if db is not None:
+            try:
+                db.close()
+            except sqlite3.Error as exc:
+                raise StoreError(self.path, "close failed", exc) from exc
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class LmaStore(_SqliteStore):
+    """The LMA binding cache, one row per MN (keyed by the MN identifier's bytes)."""
+
+    KIND = "lma"
+    TABLE = "bindings"
+    COLUMNS = BINDING_COLUMNS
+    SCHEMA = """
+        CREATE TABLE IF NOT EXISTS bindings (
+            mn_id BLOB PRIMARY KEY NOT NULL,
+            mag6 BLOB NOT NULL,            -- 16 packed bytes (text if it has a scope id)
+            mag4 BLOB,                     -- observed outer IPv4 source, 4 bytes, or NULL
+            mag_port INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            encapsulation TEXT NOT NULL,
+            nat INTEGER NOT NULL,
+            ipv4_hoa BLOB,
+            ipv4_prefix_len INTEGER NOT NULL,
+            ipv4_default_router BLOB,
+            ipv4_source TEXT,
+            ipv4_pool TEXT,
+            hnps TEXT NOT NULL,            -- "prefix/len,prefix/len"
+            lifetime_s INTEGER NOT NULL,
+            expires_at REAL NOT NULL,      -- UNIX seconds
+            registered_at REAL NOT NULL,
+            last_sequence INTEGER NOT NULL,
+            last_timestamp INTEGER NOT NULL,  -- unsigned 64 bits, stored two's complement
+            wire_profile TEXT NOT NULL,
+            access_tech INTEGER NOT NULL,
+            link_layer_id BLOB
+        ) WITHOUT ROWID"""
+    _UPSERT = _upsert_sql("bindings", BINDING_COLUMNS)
+
+    def load(self) -> list[BindingView]:
+        """Every stored binding, for ``LmaEngine.restore``."""
+        cursor = self._select()
+        cache: dict[Any, Any] = {}
+        # A million new objects would run the cyclic GC dozens of times over an ever larger
+        # heap, for nothing: none of them is in a cycle.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return [binding_from_row(row, cache) for row in cursor]
+        except sqlite3.Error as exc:
+            raise StoreError(self.path, "read failed", exc) from exc
+        except (ValueError, TypeError) as exc:
+            raise StoreError(self.path, "a bindings row cannot be decoded", exc) from exc
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    def apply(self, events: Iterable[object]) -> int:
+        """Persist a batch of engine events in one transaction, committed on return:
+        BindingUp and BindingDown write the binding they carry, BindingPurged deletes it,
+        other events are ignored. Only the last event of each MN matters, so a batch
+        costs one write per MN. Returns how many events were persisted (0: no write).
+        Call it before sending the PBAs the batch produced."""
+        latest: dict[bytes, BindingView | None] = {}
+        count = 0
+        for event in events:
+            if isinstance(event, BindingUp | BindingDown):
+                latest[event.binding.mn_id] = event.binding
+            elif isinstance(event, BindingPurged):
+                latest[event.mn_id] = None
+            else:
+                continue
+            count += 1
+        if not latest:
+            return 0
+        rows = [binding_to_row(v) for v in latest.values() if v is not None]
+        gone = [(mn_id,) for mn_id, v in latest.items() if v is None]
+
+        def work(db: sqlite3.Connection) -> None:
+            if rows:
+                db.executemany(self._UPSERT, rows)
+            if gone:
+                db.executemany("DELETE FROM bindings WHERE mn_id = ?", gone)
+
+        self._transaction(work)
+        return count
+
+
+class MagStore(_SqliteStore):
+    """The MAG binding update list and the last PBU sequence number sent."""
+
+    KIND = "mag"
+    TABLE = "bul"
+    COLUMNS = BUL_COLUMNS
+    SCHEMA = """
+        CREATE TABLE IF NOT EXISTS bul (
+            mn_id BLOB PRIMARY KEY NOT NULL,
+            lma TEXT NOT NULL,
+            state TEXT NOT NULL,
+            registered INTEGER NOT NULL,
+            ipv4_hoa BLOB,
+            ipv4_prefix_len INTEGER NOT NULL,
+            ipv4_default_router BLOB,
+            hnps TEXT NOT NULL,
+            encapsulation TEXT,
+            nat INTEGER NOT NULL,
+            lifetime_s INTEGER NOT NULL,
+            expires_at REAL NOT NULL,
+            link_layer_id BLOB
+        ) WITHOUT ROWID"""
+    _UPSERT = _upsert_sql("bul", BUL_COLUMNS)
+
+    def load(self) -> tuple[int, list[BulView]]:
+        """(the last sequence number saved, 0 if none; every stored entry)."""
+        cursor = self._select()
+        try:
+            entries = [bul_from_row(row) for row in cursor]
+            row = self._conn().execute("SELECT value FROM meta WHERE key = 'sequence'").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(self.path, "read failed", exc) from exc
+        except (ValueError, TypeError) as exc:
+            raise StoreError(self.path, "a bul row cannot be decoded", exc) from exc
+        sequence = row[0] if row is not None else 0
+        if not isinstance(sequence, int):
+            raise StoreError(self.path, f"bad sequence {sequence!r}")
+        return sequence & 0xFFFF, entries
+
+    def save(self, entries: Iterable[BulView], removed: Iterable[bytes], sequence: int) -> None:
+        """In one transaction: delete the ``removed`` MNs, write ``entries`` (so an MN in
+        both, gone and back within a batch, stays) and the sequence number."""
+        rows = [bul_to_row(v) for v in entries]
+        gone = [(mn_id,) for mn_id in removed]
+
+        def work(db: sqlite3.Connection) -> None:
+            if gone:
+                db.executemany("DELETE FROM bul WHERE mn_id = ?", gone)
+            if rows:
+                db.executemany(self._UPSERT, rows)
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES ('sequence', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (sequence & 0xFFFF,),
+            )
+
+        self._transaction(work)
