@@ -8,7 +8,6 @@ help texts are written as the agent's manual page.
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 import traceback
 from collections.abc import Sequence
@@ -225,10 +224,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         # which `check` or `--help` need.
         from . import daemon
 
-        # The daemon rereads the file on SIGHUP when it is told where it is.
-        if "config_path" in inspect.signature(daemon.run).parameters:
-            return int(daemon.run(config, config_path=Path(args.config).absolute()))
-        return int(daemon.run(config))
+        # The daemon rereads the file on SIGHUP, so it is told where it is.
+        return int(daemon.run(config, config_path=Path(args.config).absolute()))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_FAILURE

@@ -79,7 +79,7 @@ def test_run_reports_a_daemon_crash(
 ) -> None:
     import pmip_agent.daemon as daemon
 
-    def broken(config: object) -> int:
+    def broken(config: object, config_path: object = None) -> int:
         raise RuntimeError("netlink said no")
 
     monkeypatch.setattr(daemon, "run", broken)

@@ -1,0 +1,537 @@
+"""Wires the adapters to the engines: the one module that knows them all.
+
+Each service reads a batch from its sockets, feeds the engine with the wall clock, then
+*persists the resulting events before sending anything* (so a binding is durable before
+its PBA leaves: group commit per batch), sends, and hands the events to the observers
+(logs, metrics, data plane). Timers are one asyncio handle armed at ``engine.get_timer()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .config import AgentConfig, ConfigError, load_config
+from .control.server import ControlServer
+from .core import events as ev
+from .core.lma import LmaEngine
+from .core.mag import MagEngine
+from .metrics import Metrics
+from .net.access_link import LinkMonitor
+from .net.mh_socket import MhSocket
+from .net.ratelimit import RateLimitedLog
+from .net.udp4 import Udp4Socket
+from .store.serialize import binding_to_json, bul_to_json
+from .store.sqlite import LmaStore, MagStore
+
+log = logging.getLogger("pmip")
+Observer = Callable[[ev.Event], None]
+
+
+class JsonLineFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        mn_id = getattr(record, "mn_id", None)
+        if mn_id is not None:
+            entry["mn_id"] = mn_id
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(JsonLineFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("pyroute2", "asyncio"):  # their debug output would drown ours
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def _mn(mn_id: bytes) -> str:
+    return mn_id.decode("utf-8", "backslashreplace")
+
+
+class Service:
+    """What the LMA and MAG services share: timer, flush loop, control, metrics, logs."""
+
+    role = ""
+
+    def __init__(self, config: AgentConfig, config_path: Path | None) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.loop = asyncio.get_running_loop()
+        self.metrics = Metrics(self.role)
+        self.observers: list[Observer] = [self.metrics.observe, self._log_event]
+        self.drops = RateLimitedLog(logging.getLogger(f"pmip.{self.role}.drop"))
+        self.started_at = time.time()
+        self._timer: asyncio.TimerHandle | None = None
+        self._stopped = asyncio.Event()
+        self.control = ControlServer(Path(config.control_socket), self.handle_command)
+        self.log = logging.getLogger(f"pmip.{self.role}")
+
+    engine: LmaEngine | MagEngine
+
+    # --- the loop -----------------------------------------------------------------
+
+    def flush(self) -> None:
+        engine = self.engine
+        events: list[ev.Event] = []
+        while (event := engine.next_event()) is not None:
+            events.append(event)
+        if events or self.unsaved_state():
+            self.persist(events)
+        for tx in engine.datagrams_to_send():
+            self.send(tx)
+        for event in events:
+            for observer in self.observers:
+                observer(event)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        deadline = self.engine.get_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None:
+            self._timer = self.loop.call_later(max(0.0, deadline - time.time()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.engine.handle_timer(time.time())
+        self.flush()
+
+    def persist(self, events: list[ev.Event]) -> None:
+        raise NotImplementedError
+
+    def unsaved_state(self) -> bool:
+        """True when state outside the events must be saved before anything is sent."""
+        return False
+
+    def send(self, tx: ev.Transmit) -> None:
+        raise NotImplementedError
+
+    # --- lifecycle ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        self.start()
+        await self.start_async()
+        await self.control.start()
+        mc = self.config.metrics
+        if mc.enabled:
+            self.metrics.serve(str(mc.address), mc.port)
+        self.loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self.loop.add_signal_handler(signal.SIGTERM, self._stopped.set)
+        self.loop.add_signal_handler(signal.SIGINT, self._stopped.set)
+        self.log.info("%s %s started", self.role, self.config.node_name)
+        self.flush()
+        await self._stopped.wait()
+        self.log.info("%s %s stopping", self.role, self.config.node_name)
+        await self.control.close()
+        await self.stop_async()
+        self.stop()
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    async def start_async(self) -> None:
+        """Start-up steps that need the event loop."""
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    async def stop_async(self) -> None:
+        """Shut-down steps that need the event loop."""
+
+    def reload(self) -> str:
+        if self.config_path is None:
+            return "no configuration file to reload"
+        try:
+            new = load_config(self.config_path)
+            if new.role != self.config.role:
+                raise ConfigError(f"role: cannot change from {self.config.role} to {new.role}")
+            self.apply_config(new)
+        except (ConfigError, ValueError) as exc:
+            self.log.error("reload refused, keeping the running configuration:\n%s", exc)
+            raise ValueError(f"reload refused: {exc}") from exc
+        self.config = new
+        self.log.info("configuration reloaded from %s", self.config_path)
+        self.flush()
+        return "reloaded"
+
+    def apply_config(self, new: AgentConfig) -> None:
+        raise NotImplementedError
+
+    def _watch(self, sock: Any, on_readable: Callable[[], None]) -> None:
+        def guarded() -> None:
+            try:
+                on_readable()
+            except Exception:  # an adapter bug must not stop the service
+                self.log.exception("error while handling input")
+
+        self.loop.add_reader(sock.fileno(), guarded)
+
+    # --- operator interface -------------------------------------------------------
+
+    async def handle_command(self, request: dict[str, Any]) -> Any:
+        cmd = request.get("cmd")
+        if cmd == "reload":
+            return self.reload()
+        if cmd == "status":
+            return self.status()
+        if cmd == "bindings":
+            return self.binding_list()
+        if cmd == "show":
+            mn = str(request.get("mn_id", ""))
+            found = [b for b in self.binding_list() if b["mn_id"] == mn]
+            if not found:
+                raise ValueError(f"no binding for {mn!r}")
+            return found[0]
+        if cmd == "pools":
+            return self.pool_list()
+        raise ValueError(f"unknown command {cmd!r}")
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "node": self.config.node_name,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "bindings": len(self.engine),
+        }
+
+    def binding_list(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def pool_list(self) -> list[dict[str, Any]]:
+        raise ValueError(f"pools are kept by the LMA; this is a {self.role}")
+
+    # --- logs ---------------------------------------------------------------------
+
+    def _log_event(self, event: ev.Event) -> None:
+        kind = type(event)
+        if kind is ev.MessageDropped:
+            e: Any = event
+            self.drops.warning(
+                e.reason, time.time(), "dropped message from %s: %s %s", e.peer, e.reason, e.detail
+            )
+            return
+        mn_id = getattr(event, "mn_id", None) or getattr(
+            getattr(event, "binding", None), "mn_id", None
+        )
+        extra = {"mn_id": _mn(mn_id)} if mn_id is not None else {}
+        level, text = self.describe(event)
+        if text:
+            self.log.log(level, text, extra=extra)
+
+    def describe(self, event: ev.Event) -> tuple[int, str]:
+        return logging.DEBUG, ""
+
+
+class LmaService(Service):
+    role = "lma"
+
+    def start(self) -> None:
+        cfg = self.config
+        self.engine = LmaEngine(cfg.lma_settings(), cfg.profiles(), cfg.pools(), cfg.hnp_pool())
+        state_dir = Path(cfg.state_dir)
+        self.store = LmaStore(state_dir / f"{cfg.node_name}.lma.sqlite")
+        restored = self.store.load()
+        self.engine.restore(restored, time.time())
+        self.log.info("restored %d bindings from %s", len(self.engine), self.store.path)
+        self.mh = MhSocket(cfg.lma.lmaa)
+        self._watch(self.mh, self._on_mh)
+        self.udp: Udp4Socket | None = None
+        if cfg.lma.ipv4_lmaa is not None:
+            self.udp = Udp4Socket(None, cfg.lma.udp_port)
+            self._watch(self.udp, self._on_udp)
+        self._update_gauges()
+
+    def stop(self) -> None:
+        self.mh.close()
+        if self.udp is not None:
+            self.udp.close()
+        self.store.close()
+
+    def _on_mh(self) -> None:
+        now = time.time()
+        for data, src in self.mh.recv_batch():
+            self.engine.receive_ipv6(data, src, now)
+        self.flush()
+
+    def _on_udp(self) -> None:
+        assert self.udp is not None
+        now = time.time()
+        for data, src, port in self.udp.recv_batch():
+            self.engine.receive_udp(data, src, port, now)
+        self.flush()
+
+    def persist(self, events: list[ev.Event]) -> None:
+        self.store.apply(events)
+
+    def send(self, tx: ev.Transmit) -> None:
+        try:
+            if tx.peer.v4 is None:
+                self.mh.send(tx.data, tx.peer.v6)
+            elif self.udp is not None:
+                self.udp.send(tx.data, tx.peer.v4, tx.peer.port)
+        except OSError as exc:
+            self.drops.warning("send-failed", time.time(), "cannot send to %s: %s", tx.peer, exc)
+
+    def flush(self) -> None:
+        super().flush()
+        self._update_gauges()
+
+    def _update_gauges(self) -> None:
+        engine = self.engine
+        self.metrics.bindings.set(len(engine))
+        self.metrics.nat_bindings.set(
+            sum(1 for b in engine.bindings() if b.nat) if len(engine) < 50_000 else 0
+        )
+        for pool in engine.pools.pools.values():
+            self.metrics.pool_addresses.labels(pool.name, "used").set(pool.used)
+            self.metrics.pool_addresses.labels(pool.name, "free").set(pool.size - pool.used)
+
+    def apply_config(self, new: AgentConfig) -> None:
+        self.engine.reconfigure(
+            new.lma_settings(), new.profiles(), new.pools(), new.hnp_pool(), time.time()
+        )
+
+    def binding_list(self) -> list[dict[str, Any]]:
+        now = time.time()
+        return [binding_to_json(b, now) for b in self.engine.bindings()]
+
+    def pool_list(self) -> list[dict[str, Any]]:
+        out = [
+            {
+                "name": p.name,
+                "prefix": str(p.network),
+                "default_router": str(p.default_router),
+                "size": p.size,
+                "used": p.used,
+                "free": p.size - p.used,
+            }
+            for p in self.engine.pools.pools.values()
+        ]
+        if self.engine.hnp_pool is not None:
+            h = self.engine.hnp_pool
+            out.append(
+                {
+                    "name": "hnp",
+                    "prefix": str(h.network),
+                    "default_router": None,
+                    "size": h.size,
+                    "used": h.used,
+                    "free": h.size - h.used,
+                }
+            )
+        return out
+
+    def describe(self, event: ev.Event) -> tuple[int, str]:
+        e: Any = event
+        kind = type(event)
+        if kind is ev.BindingUp:
+            b = e.binding
+            level = logging.DEBUG if e.change == "refreshed" else logging.INFO
+            moved = f" from {e.previous_mag}" if e.previous_mag else ""
+            hnps = ",".join(f"{p}/{n}" for p, n in b.hnps) or "-"
+            return level, (
+                f"binding {e.change}{moved}: mn={b.mn_name} hoa={b.ipv4_hoa or '-'} hnps={hnps} "
+                f"mag={b.mag} transport={b.encapsulation} nat={b.nat} lifetime={b.lifetime_s}s"
+            )
+        if kind is ev.BindingDown:
+            return (
+                logging.INFO,
+                f"binding down ({e.reason}): mn={e.binding.mn_name} "
+                f"hoa={e.binding.ipv4_hoa or '-'}",
+            )
+        if kind is ev.BindingPurged:
+            return (
+                logging.INFO,
+                f"binding deleted: mn={_mn(e.mn_id)} hoa={e.ipv4_hoa or '-'} released",
+            )
+        if kind is ev.PbuRejected:
+            mn = _mn(e.mn_id) if e.mn_id else "?"
+            return logging.WARNING, (
+                f"PBU rejected: mn={mn} from {e.peer} status={e.status} ({e.reason})"
+                + (f" ipv4_status={e.ipv4_status}" if e.ipv4_status is not None else "")
+            )
+        return logging.DEBUG, ""
+
+
+class MagService(Service):
+    role = "mag"
+
+    def start(self) -> None:
+        cfg = self.config
+        state_dir = Path(cfg.state_dir)
+        self.store = MagStore(state_dir / f"{cfg.node_name}.mag.sqlite")
+        sequence, saved = self.store.load()
+        self.engine = MagEngine(cfg.mag_settings(), sequence)
+        self._retransmissions_seen = 0
+        self._saved_sequence = sequence
+        self._dirty: set[bytes] = set()
+        self._removed: set[bytes] = set()
+        self.iface_mn = {i.name: i.mn_id.encode() for i in cfg.mag.access_interfaces if i.mn_id}
+        lmas = cfg.mag_settings().lmas.values()
+        self.mh = MhSocket(cfg.mag.proxy_coa) if any(p.transport == "ipv6" for p in lmas) else None
+        self.udp = (
+            Udp4Socket(cfg.mag.ipv4_proxy_coa, cfg.mag.udp_port)
+            if any(p.transport == "ipv4" for p in lmas)
+            else None
+        )
+        if self.mh is not None:
+            self._watch(self.mh, self._on_mh)
+        if self.udp is not None:
+            self._watch(self.udp, self._on_udp)
+        self.links = LinkMonitor(self.iface_mn, self._on_link)
+        self._saved = saved
+
+    async def start_async(self) -> None:
+        up = await self.links.start()
+        now = time.time()
+        attached_now = {self.iface_mn[i] for i, is_up in up.items() if is_up}
+        # A restart re-registers the MNs it served, asking for the same addresses.
+        for view in self._saved:
+            if view.mn_id in attached_now or view.mn_id not in self.iface_mn.values():
+                self.engine.attach(view.mn_id, now, ipv4_hint=view.ipv4_hoa, hnp_hints=view.hnps)
+                self.log.info("re-registering %s with hoa %s", _mn(view.mn_id), view.ipv4_hoa)
+        for name, is_up in up.items():
+            if is_up:
+                self._on_link(name, True)
+
+    def stop(self) -> None:
+        for sock in (self.mh, self.udp):
+            if sock is not None:
+                sock.close()
+        self.store.close()
+
+    async def stop_async(self) -> None:
+        await self.links.close()
+
+    def _on_link(self, ifname: str, up: bool) -> None:
+        mn_id = self.iface_mn.get(ifname)
+        if mn_id is None:
+            return
+        now = time.time()
+        if up:
+            if not self.engine.attach(mn_id, now):
+                self.log.warning(
+                    "attach on %s: MN %s has no policy profile, no service", ifname, _mn(mn_id)
+                )
+        else:
+            self.engine.detach(mn_id, now)
+        self.flush()
+
+    def _on_mh(self) -> None:
+        assert self.mh is not None
+        now = time.time()
+        for data, src in self.mh.recv_batch():
+            self.engine.receive_ipv6(data, src, now)
+        self.flush()
+
+    def _on_udp(self) -> None:
+        assert self.udp is not None
+        now = time.time()
+        for data, src, port in self.udp.recv_batch():
+            self.engine.receive_udp(data, src, port, now)
+        self.flush()
+
+    def persist(self, events: list[ev.Event]) -> None:
+        for event in events:
+            mn_id = getattr(event, "mn_id", None)
+            if mn_id is None:
+                continue
+            if type(event) is ev.Deregistered:
+                self._removed.add(mn_id)
+                self._dirty.discard(mn_id)
+            else:
+                self._dirty.add(mn_id)
+        views = [v for m in self._dirty if (v := self.engine.entry(m)) is not None]
+        self.store.save(views, self._removed, self.engine.sequence)
+        self._saved_sequence = self.engine.sequence
+        self._dirty.clear()
+        self._removed.clear()
+
+    def unsaved_state(self) -> bool:
+        # Without timestamps the LMA checks sequence numbers (RFC 6275 §9.5.1), so a
+        # restarted MAG must continue after the last one it sent.
+        return self.engine.sequence != self._saved_sequence
+
+    def send(self, tx: ev.Transmit) -> None:
+        try:
+            if tx.peer.v4 is None:
+                if self.mh is not None:
+                    self.mh.send(tx.data, tx.peer.v6)
+            elif self.udp is not None:
+                self.udp.send(tx.data, tx.peer.v4, tx.peer.port)
+        except OSError as exc:
+            self.drops.warning("send-failed", time.time(), "cannot send to %s: %s", tx.peer, exc)
+
+    def flush(self) -> None:
+        super().flush()
+        self.metrics.bindings.set(sum(1 for e in self.engine.entries() if e.registered))
+        self.metrics.retransmissions.inc(self.engine.retransmissions - self._retransmissions_seen)
+        self._retransmissions_seen = self.engine.retransmissions
+
+    def apply_config(self, new: AgentConfig) -> None:
+        self.engine.settings = new.mag_settings()
+
+    def binding_list(self) -> list[dict[str, Any]]:
+        now = time.time()
+        return [bul_to_json(v, now) for v in self.engine.entries()]
+
+    def describe(self, event: ev.Event) -> tuple[int, str]:
+        e: Any = event
+        kind = type(event)
+        if kind is ev.Ipv4Granted:
+            return (
+                logging.INFO,
+                f"IPv4 granted: mn={_mn(e.mn_id)} hoa={e.hoa}/{e.prefix_len} "
+                f"router={e.default_router}",
+            )
+        if kind is ev.Ipv4Denied:
+            return logging.WARNING, f"IPv4 denied: mn={_mn(e.mn_id)} status={e.status}"
+        if kind is ev.TunnelNeeded:
+            hnps = ",".join(f"{p}/{n}" for p, n in e.hnps) or "-"
+            return logging.INFO, (
+                f"registered: mn={_mn(e.mn_id)} lma={e.lma} transport={e.encapsulation} "
+                f"nat={e.nat} hoa={e.ipv4_hoa or '-'} hnps={hnps} lifetime={e.lifetime_s}s"
+            )
+        if kind is ev.RegistrationRejected:
+            return logging.WARNING, f"registration rejected: mn={_mn(e.mn_id)} status={e.status}"
+        if kind is ev.BindingLost:
+            return logging.WARNING, f"binding lost: mn={_mn(e.mn_id)} ({e.reason})"
+        if kind is ev.Deregistered:
+            return logging.INFO, f"deregistered: mn={_mn(e.mn_id)}"
+        return logging.DEBUG, ""
+
+
+async def _serve(config: AgentConfig, config_path: Path | None) -> None:
+    service: Service = (LmaService if config.role == "lma" else MagService)(config, config_path)
+    await service.run()
+
+
+def run(config: AgentConfig, config_path: Path | None = None) -> int:
+    """Run the agent until SIGTERM. Returns the process exit status."""
+    configure_logging(config.log.level, config.log.format)
+    try:
+        asyncio.run(_serve(config, config_path))
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    return 0
