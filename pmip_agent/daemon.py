@@ -22,8 +22,10 @@ from .control.server import ControlServer
 from .core import events as ev
 from .core.lma import LmaEngine
 from .core.mag import MagEngine
+from .dhcp import codec as dhcp
+from .dhcp.sockets import DhcpInterfaceSocket
 from .metrics import Metrics
-from .net.access_link import LinkMonitor
+from .net.access_link import LinkMonitor, RouterSolicitationListener
 from .net.mh_socket import MhSocket
 from .net.ratelimit import RateLimitedLog
 from .net.udp4 import Udp4Socket
@@ -398,13 +400,25 @@ class MagService(Service):
             self._watch(self.mh, self._on_mh)
         if self.udp is not None:
             self._watch(self.udp, self._on_udp)
-        self.links = LinkMonitor(self.iface_mn, self._on_link)
+        access = [i.name for i in cfg.mag.access_interfaces]
+        self.by_mac = {
+            mac: mn_id for mn_id, p in cfg.profiles().items() for mac in p.link_layer_ids
+        }
+        self.links = LinkMonitor(access, self._on_link)
+        self.solicits = RouterSolicitationListener(access, self._on_solicit)
+        self._watch(self.solicits, self.solicits.on_readable)
+        self.dhcp_sockets: list[DhcpInterfaceSocket] = []
+        if cfg.mag.dhcp.mode != "off":
+            for name in access:
+                sock = DhcpInterfaceSocket(name, self._on_dhcp)
+                self._watch(sock, sock.on_readable)
+                self.dhcp_sockets.append(sock)
         self._saved = saved
 
     async def start_async(self) -> None:
         up = await self.links.start()
         now = time.time()
-        attached_now = {self.iface_mn[i] for i, is_up in up.items() if is_up}
+        attached_now = {self.iface_mn[i] for i, is_up in up.items() if is_up and i in self.iface_mn}
         # A restart re-registers the MNs it served, asking for the same addresses.
         for view in self._saved:
             if view.mn_id in attached_now or view.mn_id not in self.iface_mn.values():
@@ -415,7 +429,7 @@ class MagService(Service):
                 self._on_link(name, True)
 
     def stop(self) -> None:
-        for sock in (self.mh, self.udp):
+        for sock in (self.mh, self.udp, self.solicits, *self.dhcp_sockets):
             if sock is not None:
                 sock.close()
         self.store.close()
@@ -423,18 +437,72 @@ class MagService(Service):
     async def stop_async(self) -> None:
         await self.links.close()
 
+    # --- attach and detach (seed §1: a point-to-point access link per MN) -----------
+
+    def _identify(self, ifname: str, mac: bytes | None) -> bytes | None:
+        """The MN on this link: the link's own MN, else the profile naming this MAC."""
+        mn_id = self.iface_mn.get(ifname)
+        if mn_id is None and mac is not None:
+            mn_id = self.by_mac.get(mac)
+        if mn_id is None:
+            self.drops.warning(
+                f"unknown-mn-{ifname}",
+                time.time(),
+                "MN on %s (link-layer address %s) has no policy profile: no service",
+                ifname,
+                mac.hex(":") if mac else "unknown",
+            )
+        return mn_id
+
+    def _attach(self, ifname: str, mac: bytes | None, how: str) -> bytes | None:
+        mn_id = self._identify(ifname, mac)
+        if mn_id is None:
+            return None
+        known = self.engine.entry(mn_id) is not None
+        if not self.engine.attach(mn_id, time.time(), link_layer_id=mac):
+            self.log.warning("attach on %s: MN %s has no LMA to serve it", ifname, _mn(mn_id))
+            return None
+        if not known:
+            self.log.info(
+                "attach: mn=%s on %s (%s)", _mn(mn_id), ifname, how, extra={"mn_id": _mn(mn_id)}
+            )
+        return mn_id
+
     def _on_link(self, ifname: str, up: bool) -> None:
         mn_id = self.iface_mn.get(ifname)
         if mn_id is None:
-            return
-        now = time.time()
+            return  # a shared link: MNs are found by their RS or DHCP messages
         if up:
-            if not self.engine.attach(mn_id, now):
-                self.log.warning(
-                    "attach on %s: MN %s has no policy profile, no service", ifname, _mn(mn_id)
-                )
+            self._attach(ifname, None, "link up")
         else:
-            self.engine.detach(mn_id, now)
+            self.engine.detach(mn_id, time.time())
+        self.flush()
+
+    def _on_solicit(self, ifname: str, mac: bytes | None) -> None:
+        self._attach(ifname, mac, "router solicitation")
+        self.flush()
+
+    def _on_dhcp(self, ifname: str, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            msg = dhcp.parse(data)
+        except dhcp.DhcpError as exc:
+            self.metrics.dropped.labels(f"dhcp-{exc.reason}").inc()
+            self.drops.warning(
+                f"dhcp-{exc.reason}", time.time(), "dropped DHCP on %s: %s", ifname, exc
+            )
+            return
+        if msg.op != 1:
+            return
+        mac = dhcp.client_mac(msg)
+        if msg.message_type == dhcp.RELEASE:
+            mn_id = self._identify(ifname, mac)
+            if mn_id is not None:
+                self.log.info(
+                    "DHCP RELEASE: mn=%s on %s", _mn(mn_id), ifname, extra={"mn_id": _mn(mn_id)}
+                )
+                self.engine.detach(mn_id, time.time())
+        else:
+            self._attach(ifname, mac, f"DHCP {msg.name}")
         self.flush()
 
     def _on_mh(self) -> None:

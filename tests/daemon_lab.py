@@ -29,6 +29,7 @@ MAG_V4_PRIVATE = "10.0.0.2"
 NAT_INSIDE = "10.0.0.1"
 NAT_OUTSIDE = "192.0.2.254"
 MN_ID = "mn1@example.net"
+MN_MAC = "02:00:00:00:00:01"
 
 FAST_TIMERS = {
     "initial_bindack_timeout_s": 0.2,
@@ -103,6 +104,8 @@ class Topology:
     ns_mn: str = ""
     ns_nat: str = ""
 
+    shared_access: bool = False  # MNs told apart by link-layer address, not by link
+
     def build(
         self,
         lma_extra: dict[str, Any] | None = None,
@@ -143,6 +146,7 @@ class Topology:
             lab.addr(self.ns_mag, "tr0", f"{MAG_V4_DIRECT}/24")
             mag_v4 = MAG_V4_DIRECT
         lab.link(self.ns_mn, "eth0", self.ns_mag, "acc1")
+        lab.run(self.ns_mn, f"ip link set eth0 address {MN_MAC}")
         self.lma = self._daemon(
             self.ns_lma, "lma1", 9441, self._lma_config(lma_extra or {}, nat_refresh_s)
         )
@@ -192,10 +196,18 @@ class Topology:
                 "lmas": [
                     {"name": "lma1", "lmaa": LMAA, "ipv4_lmaa": LMA_V4, "transport": transport}
                 ],
-                "access_interfaces": [{"name": "acc1", "mn_id": MN_ID}],
+                "access_interfaces": [
+                    {"name": "acc1"} if self.shared_access else {"name": "acc1", "mn_id": MN_ID}
+                ],
             },
             "mobile_nodes": [
-                {"mn_id": MN_ID, "lma": "lma1", "ipv6": True, "ipv4": {"mode": "lma"}}
+                {
+                    "mn_id": MN_ID,
+                    "lma": "lma1",
+                    "ipv6": True,
+                    "ipv4": {"mode": "lma"},
+                    "link_layer_ids": [MN_MAC],
+                }
             ],
         }
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import signal
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from daemon_lab import LMA_V4, LMAA, MN_ID, NAT_OUTSIDE, PROXY_COA, Topology
+from daemon_lab import LMA_V4, LMAA, MN_ID, MN_MAC, NAT_OUTSIDE, PROXY_COA, Topology
 from netns import Lab, wait_for
 
 pytestmark = pytest.mark.netns
@@ -202,3 +203,72 @@ def test_reload_keeps_untouched_bindings_and_refuses_bad_config(lab: Lab, tmp_pa
     assert bad.returncode == 1 and "lmaa" in bad.stderr
     assert "reload refused" in topo.lma.log_text()
     assert topo.lma_binding()["ipv4_hoa"] == before["ipv4_hoa"]  # type: ignore[index]
+
+
+MN_SCRIPT = """
+import socket, sys, time
+from scapy.layers.dhcp import BOOTP, DHCP
+mac = bytes.fromhex(sys.argv[2].replace(":", ""))
+kind = sys.argv[1]
+if kind == "rs":
+    s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+    for _ in range(50):  # until duplicate address detection frees the link-local address
+        try:
+            s.sendto(bytes([133, 0, 0, 0, 0, 0, 0, 0, 1, 1]) + mac,
+                     ("ff02::2", 0, 0, socket.if_nametoindex("eth0")))
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        sys.exit("no usable link-local address")
+else:
+    if kind == "junk":
+        payload = b"\\x01\\x01\\x06" + bytes(20)
+    else:
+        payload = bytes(BOOTP(chaddr=mac + bytes(10), xid=7, flags=0x8000)
+                        / DHCP(options=[("message-type", kind), "end"]))
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"eth0")
+    s.bind(("0.0.0.0", 68))
+    s.sendto(payload, ("255.255.255.255", 67))
+"""
+
+
+def test_attach_on_router_solicitation_and_dhcp(lab: Lab, tmp_path: Path) -> None:
+    """On a shared access link the MAG finds the MN by its link-layer address: a Router
+    Solicitation or its first DHCP message attaches it, DHCP RELEASE detaches it, and an
+    MN without a policy profile gets no service."""
+    topo = Topology(lab, tmp_path, "ipv6", shared_access=True).build()
+    topo.lma.start()
+    topo.mag.start()
+    script = tmp_path / "mn.py"
+    script.write_text(MN_SCRIPT)
+
+    def mn(kind: str, mac: str = MN_MAC) -> None:
+        topo.lab.run(topo.ns_mn, f"{sys.executable} {script} {kind} {mac}")
+
+    time.sleep(0.5)
+    assert topo.mag.ctl_json("bindings") == []  # link up alone says nothing on a shared link
+    mn("rs")
+    wait_for(topo.lma_binding, 10, what="registration after a router solicitation")
+    assert "attach: mn=mn1@example.net on acc1 (router solicitation)" in topo.mag.log_text()
+    mn("release")
+    wait_for(lambda: topo.lma_binding() is None, 10, what="detach after DHCP RELEASE")
+    mn("discover")
+    wait_for(topo.lma_binding, 10, what="registration after DHCP DISCOVER")
+    assert "(DHCP DISCOVER)" in topo.mag.log_text()
+    mn("rs", "02:00:00:00:00:99")
+    wait_for(
+        lambda: "02:00:00:00:00:99) has no policy profile: no service" in topo.mag.log_text(),
+        5,
+        what="the unknown MN logged",
+    )
+    mn("junk")
+    wait_for(
+        lambda: topo.mag.metrics().get('pmip_messages_dropped_total{reason="dhcp-short"}', 0) >= 1,
+        5,
+        what="malformed DHCP counted",
+    )
+    assert len(topo.mag.ctl_json("bindings")) == 1

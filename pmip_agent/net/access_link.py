@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Callable, Iterable
 
 from pyroute2 import AsyncIPRoute
@@ -76,3 +77,75 @@ class LinkMonitor:
                 await self._task
         if self._ipr is not None:
             self._ipr.close()
+
+
+ICMP6_FILTER = 1
+IPV6_RECVPKTINFO = 49
+IPV6_PKTINFO = 50
+ND_ROUTER_SOLICIT = 133
+ND_OPT_SOURCE_LINKADDR = 1
+
+
+def _only_router_solicitations() -> bytes:
+    """An ICMP6_FILTER that blocks every type but 133 (RFC 3542 §3.2: a set bit blocks)."""
+    words = [0xFFFFFFFF] * 8
+    words[ND_ROUTER_SOLICIT >> 5] &= ~(1 << (ND_ROUTER_SOLICIT & 31))
+    return b"".join(w.to_bytes(4, "little") for w in words)
+
+
+class RouterSolicitationListener:
+    """Router Solicitations on the access interfaces (RFC 4861 §6.3.7), each reported as
+    ``on_solicit(ifname, source_link_layer_address or None)``."""
+
+    def __init__(
+        self, interfaces: Iterable[str], on_solicit: Callable[[str, bytes | None], None]
+    ) -> None:
+        self.watched = set(interfaces)
+        self.on_solicit = on_solicit
+        self.sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+        self.sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, _only_router_solicitations())
+        self.sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
+        self.sock.setblocking(False)
+        # RSs go to all-routers (ff02::2), which a host joins only when it forwards.
+        group = socket.inet_pton(socket.AF_INET6, "ff02::2")
+        for name in self.watched:
+            try:
+                index = socket.if_nametoindex(name)
+                self.sock.setsockopt(
+                    socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, group + index.to_bytes(4, "little")
+                )
+            except OSError as exc:
+                log.warning("cannot listen for router solicitations on %s: %s", name, exc)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def on_readable(self) -> None:
+        for _ in range(64):
+            try:
+                data, ancdata, _flags, _addr = self.sock.recvmsg(1500, 256)
+            except (BlockingIOError, InterruptedError):
+                return
+            ifname = None
+            for level, kind, value in ancdata:
+                if level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(value) >= 20:
+                    with contextlib.suppress(OSError):
+                        ifname = socket.if_indextoname(int.from_bytes(value[16:20], "little"))
+            if ifname in self.watched and len(data) >= 8 and data[0] == ND_ROUTER_SOLICIT:
+                self.on_solicit(ifname, _source_link_layer(data[8:]))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _source_link_layer(options: bytes) -> bytes | None:
+    """The Source Link-Layer Address option of an RS, if well formed (RFC 4861 §4.6.1)."""
+    offset = 0
+    while offset + 2 <= len(options):
+        kind, units = options[offset], options[offset + 1]
+        if units == 0 or offset + units * 8 > len(options):
+            return None
+        if kind == ND_OPT_SOURCE_LINKADDR:
+            return options[offset + 2 : offset + units * 8].rstrip(b"\0")[:6] or None
+        offset += units * 8
+    return None
