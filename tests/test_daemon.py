@@ -6,6 +6,7 @@ MN by bringing its access link up, and checks what pmipctl, the metrics and the 
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import sys
@@ -272,3 +273,32 @@ def test_attach_on_router_solicitation_and_dhcp(lab: Lab, tmp_path: Path) -> Non
         what="malformed DHCP counted",
     )
     assert len(topo.mag.ctl_json("bindings")) == 1
+
+
+def test_mag_restart_reregisters_same_hoa_with_json_logs(lab: Lab, tmp_path: Path) -> None:
+    """The MAG keeps its binding update list: after kill -9 it re-registers its MN asking
+    for the same HoA, which the LMA grants. Its JSON-lines log names the MN on each line
+    about a binding."""
+    topo = Topology(lab, tmp_path, "ipv4").build()
+    text = topo.mag.config_path.read_text().replace("format: text", "format: json")
+    topo.mag.config_path.write_text(text)
+    _up(topo)
+    before = wait_for(topo.mag_entry, 10, what="MAG registration")
+    topo.mag.stop(signal.SIGKILL)
+    topo.mag.start()
+    wait_for(
+        lambda: (
+            "re-registering mn1@example.net with hoa " + before["ipv4_hoa"] in topo.mag.log_text()
+        ),
+        10,
+        what="re-registration after restart",
+    )
+    after = wait_for(topo.mag_entry, 10, what="registration after restart")
+    assert after["ipv4_hoa"] == before["ipv4_hoa"]
+    assert topo.lma_binding()["ipv4_hoa"] == before["ipv4_hoa"]  # type: ignore[index]
+    records = [
+        json.loads(line) for line in topo.mag.log_text().splitlines() if line.startswith("{")
+    ]
+    registered = [r for r in records if r["msg"].startswith("registered:")]
+    assert len(registered) >= 2 and all(r["mn_id"] == MN_ID for r in registered)
+    assert {"ts", "level", "logger", "msg"} <= set(registered[0])
