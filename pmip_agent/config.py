@@ -750,6 +750,12 @@ class DhcpConfig(_Model):
         le=0xFFFFFFFE,
         description="Lease time the MAG hands out as a DHCP server.",
     )
+    relay_address: Ipv4Node | None = Field(
+        None,
+        description="The MAG's own IPv4 address that relayed messages carry as giaddr and "
+        "that the DHCP servers answer to; it must be reachable from them. Defaults to "
+        "mag.ipv4_proxy_coa.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -818,8 +824,22 @@ class MagConfig(_Model):
                 "ipv4_proxy_coa",
                 f"required: LMA {over_ipv4[0].name} is reached over IPv4 transport",
             )
+        if (
+            self.dhcp.mode == "relay"
+            and self.dhcp.relay_address is None
+            and not self.ipv4_proxy_coa
+        ):
+            bad.add(
+                "dhcp.relay_address",
+                "required in relay mode when there is no ipv4_proxy_coa to default to",
+            )
         bad.raise_any()
         return self
+
+    @property
+    def relay_address(self) -> IPv4Address | None:
+        """giaddr for relayed DHCP: dhcp.relay_address, else the IPv4-Proxy-CoA."""
+        return self.dhcp.relay_address or self.ipv4_proxy_coa
 
 
 # --- mobile nodes -------------------------------------------------------------------------

@@ -9,9 +9,11 @@ its PBA leaves: group commit per batch), sends, and hands the events to the obse
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +25,8 @@ from .core import events as ev
 from .core.lma import LmaEngine
 from .core.mag import MagEngine
 from .dhcp import codec as dhcp
-from .dhcp.sockets import DhcpInterfaceSocket
+from .dhcp.agent import DhcpAgent
+from .dhcp.sockets import DhcpInterfaceSocket, DhcpRelaySocket
 from .metrics import Metrics
 from .net.access_link import LinkMonitor, RouterSolicitationListener
 from .net.mh_socket import MhSocket
@@ -407,12 +410,26 @@ class MagService(Service):
         self.links = LinkMonitor(access, self._on_link)
         self.solicits = RouterSolicitationListener(access, self._on_solicit)
         self._watch(self.solicits, self.solicits.on_readable)
-        self.dhcp_sockets: list[DhcpInterfaceSocket] = []
+        self.dhcp_sockets: dict[str, tuple[int, DhcpInterfaceSocket]] = {}
+        self.dhcp_relay: DhcpRelaySocket | None = None
+        self.dhcp_agent: DhcpAgent | None = None
         if cfg.mag.dhcp.mode != "off":
             for name in access:
-                sock = DhcpInterfaceSocket(name, self._on_dhcp)
-                self._watch(sock, sock.on_readable)
-                self.dhcp_sockets.append(sock)
+                with contextlib.suppress(OSError):  # not there yet: opened when it comes up
+                    self._open_access(name)
+            self.dhcp_agent = DhcpAgent(
+                self.engine,
+                node_name=cfg.node_name,
+                lease_s=cfg.mag.dhcp.lease_s,
+                servers=list(cfg.mag.dhcp.servers),
+                relay_address=cfg.mag.relay_address,
+                fallback_server_id=cfg.mag.relay_address,
+                clock=time.time,
+            )
+            self.observers.append(self.dhcp_agent.observe)
+            if cfg.mag.dhcp.mode == "relay" and cfg.mag.relay_address is not None:
+                self.dhcp_relay = DhcpRelaySocket(cfg.mag.relay_address, self._on_dhcp_server)
+                self._watch(self.dhcp_relay, self.dhcp_relay.on_readable)
         self._saved = saved
 
     async def start_async(self) -> None:
@@ -429,7 +446,13 @@ class MagService(Service):
                 self._on_link(name, True)
 
     def stop(self) -> None:
-        for sock in (self.mh, self.udp, self.solicits, *self.dhcp_sockets):
+        for sock in (
+            self.mh,
+            self.udp,
+            self.solicits,
+            self.dhcp_relay,
+            *self.dhcp_sockets.values(),
+        ):
             if sock is not None:
                 sock.close()
         self.store.close()
@@ -468,7 +491,29 @@ class MagService(Service):
             )
         return mn_id
 
+    def _open_access(self, ifname: str) -> None:
+        """Listen for RS and DHCP on an access link, once per incarnation of the link:
+        a socket bound to a device follows its index, so a re-created link needs a new one."""
+        index = socket.if_nametoindex(ifname)
+        self.solicits.join(ifname)
+        if self.config.mag.dhcp.mode == "off":
+            return
+        current = self.dhcp_sockets.get(ifname)
+        if current is not None:
+            if current[0] == index:
+                return
+            self.loop.remove_reader(current[1].fileno())
+            current[1].close()
+        sock = DhcpInterfaceSocket(ifname, self._on_dhcp)
+        self._watch(sock, sock.on_readable)
+        self.dhcp_sockets[ifname] = (index, sock)
+
     def _on_link(self, ifname: str, up: bool) -> None:
+        if up:
+            try:
+                self._open_access(ifname)
+            except OSError as exc:
+                self.log.warning("cannot listen on access link %s: %s", ifname, exc)
         mn_id = self.iface_mn.get(ifname)
         if mn_id is None:
             return  # a shared link: MNs are found by their RS or DHCP messages
@@ -494,16 +539,49 @@ class MagService(Service):
         if msg.op != 1:
             return
         mac = dhcp.client_mac(msg)
+        now = time.time()
         if msg.message_type == dhcp.RELEASE:
             mn_id = self._identify(ifname, mac)
+            if mn_id is not None and self.dhcp_agent is not None:
+                self.dhcp_agent.from_client(ifname, mn_id, msg, now)
             if mn_id is not None:
                 self.log.info(
                     "DHCP RELEASE: mn=%s on %s", _mn(mn_id), ifname, extra={"mn_id": _mn(mn_id)}
                 )
                 self.engine.detach(mn_id, time.time())
         else:
-            self._attach(ifname, mac, f"DHCP {msg.name}")
+            mn_id = self._attach(ifname, mac, f"DHCP {msg.name}")
+            if mn_id is not None and self.dhcp_agent is not None:
+                self.dhcp_agent.from_client(ifname, mn_id, msg, now)
         self.flush()
+
+    def _on_dhcp_server(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            msg = dhcp.parse(data)
+        except dhcp.DhcpError as exc:
+            self.metrics.dropped.labels(f"dhcp-{exc.reason}").inc()
+            self.drops.warning(
+                f"dhcp-{exc.reason}", time.time(), "dropped DHCP from %s: %s", addr, exc
+            )
+            return
+        if self.dhcp_agent is not None and msg.op == 2:
+            self.dhcp_agent.from_server(msg, time.time())
+        self.flush()
+
+    def _send_dhcp(self) -> None:
+        if self.dhcp_agent is None:
+            return
+        for out in self.dhcp_agent.datagrams_to_send():
+            try:
+                if out.ifname is None:
+                    if self.dhcp_relay is not None:
+                        self.dhcp_relay.send(out.data, out.dest)
+                elif out.ifname in self.dhcp_sockets:
+                    self.dhcp_sockets[out.ifname][1].send(out.data, out.dest)
+            except OSError as exc:
+                self.drops.warning(
+                    "dhcp-send-failed", time.time(), "cannot send DHCP to %s: %s", out.dest, exc
+                )
 
     def _on_mh(self) -> None:
         assert self.mh is not None
@@ -552,6 +630,7 @@ class MagService(Service):
 
     def flush(self) -> None:
         super().flush()
+        self._send_dhcp()  # answers the PBAs just handled may have released
         self.metrics.bindings.set(sum(1 for e in self.engine.entries() if e.registered))
         self.metrics.retransmissions.inc(self.engine.retransmissions - self._retransmissions_seen)
         self._retransmissions_seen = self.engine.retransmissions

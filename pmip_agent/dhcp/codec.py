@@ -14,6 +14,7 @@ from ipaddress import IPv4Address
 from scapy.layers.dhcp import BOOTP, DHCP
 
 MAGIC_COOKIE = b"c\x82Sc"
+ZERO = IPv4Address(0)
 MIN_LEN = 240  # fixed BOOTP header plus the magic cookie
 DISCOVER, OFFER, REQUEST, DECLINE, ACK, NAK, RELEASE, INFORM = 1, 2, 3, 4, 5, 6, 7, 8
 MESSAGE_NAMES = {
@@ -118,3 +119,94 @@ def client_mac(msg: DhcpMessage) -> bytes:
     if cid is not None and len(cid) == 7 and cid[0] == 1:
         return cid[1:]
     return msg.chaddr
+
+
+# --- building ---------------------------------------------------------------------------
+
+RAI_CIRCUIT_ID = 1  # RFC 3046 §2.1
+RAI_REMOTE_ID = 2  # RFC 3046 §2.2
+RAI_LINK_SELECTION = 5  # RFC 3527
+
+
+def relay_agent_info(circuit_id: bytes, remote_id: bytes, link_selection: IPv4Address) -> bytes:
+    """Option 82 content: circuit-id, remote-id and link-selection sub-options."""
+    out = b""
+    for code, value in (
+        (RAI_CIRCUIT_ID, circuit_id),
+        (RAI_REMOTE_ID, remote_id),
+        (RAI_LINK_SELECTION, link_selection.packed),
+    ):
+        out += bytes((code, len(value))) + value[:255]
+    return out
+
+
+def sub_option(info: bytes | None, code: int) -> bytes | None:
+    """One sub-option of option 82 content, or None."""
+    offset = 0
+    while info is not None and offset + 2 <= len(info):
+        kind, length = info[offset], info[offset + 1]
+        if kind == code:
+            return info[offset + 2 : offset + 2 + length]
+        offset += 2 + length
+    return None
+
+
+def build_reply(
+    request: DhcpMessage,
+    message_type: int,
+    server_id: IPv4Address,
+    yiaddr: IPv4Address = ZERO,
+    lease_s: int | None = None,
+    prefix_len: int | None = None,
+    router: IPv4Address | None = None,
+) -> bytes:
+    """A server reply to ``request`` (RFC 2131 §4.3.1, Table 3)."""
+    options: list[object] = [("message-type", message_type), ("server_id", str(server_id))]
+    if lease_s is not None:
+        options += [
+            ("lease_time", lease_s),
+            ("renewal_time", lease_s // 2),
+            ("rebinding_time", lease_s * 7 // 8),
+        ]
+    if prefix_len is not None:
+        mask = IPv4Address((0xFFFFFFFF << (32 - prefix_len)) & 0xFFFFFFFF if prefix_len else 0)
+        options.append(("subnet_mask", str(mask)))
+    if router is not None:
+        options.append(("router", str(router)))
+    options.append("end")
+    reply = BOOTP(
+        op=2,
+        xid=request.xid,
+        flags=request.flags,
+        ciaddr=str(request.ciaddr) if message_type != NAK else "0.0.0.0",
+        yiaddr=str(yiaddr),
+        giaddr=str(request.giaddr),
+        chaddr=request.raw[28:44],
+    ) / DHCP(options=options)
+    return bytes(reply)
+
+
+def relayed(msg: DhcpMessage, giaddr: IPv4Address, info: bytes) -> bytes:
+    """The client's message as a relay agent forwards it to a server (RFC 2131 §4.1,
+    RFC 3046 §2.1): giaddr set, hops incremented, option 82 added before `end`."""
+    pkt = BOOTP(msg.raw)
+    pkt.giaddr = str(giaddr)
+    pkt.hops = min(pkt.hops + 1, 255)
+    options = [o for o in pkt[DHCP].options if o not in ("end", "pad")]
+    options = [
+        o for o in options if not (isinstance(o, tuple) and o[0] == "relay_agent_information")
+    ]
+    pkt[DHCP].options = [*options, ("relay_agent_information", info), "end"]
+    return bytes(pkt)
+
+
+def without_relay_info(msg: DhcpMessage) -> bytes:
+    """A server's reply as the relay passes it on to the client: option 82 removed
+    (RFC 3046 §2.1.1)."""
+    pkt = BOOTP(msg.raw)
+    options = [o for o in pkt[DHCP].options if o not in ("end", "pad")]
+    options = [
+        o for o in options if not (isinstance(o, tuple) and o[0] == "relay_agent_information")
+    ]
+    pkt[DHCP].options = [*options, "end"]
+    return bytes(pkt)

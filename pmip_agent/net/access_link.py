@@ -106,16 +106,20 @@ class RouterSolicitationListener:
         self.sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, _only_router_solicitations())
         self.sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
         self.sock.setblocking(False)
-        # RSs go to all-routers (ff02::2), which a host joins only when it forwards.
-        group = socket.inet_pton(socket.AF_INET6, "ff02::2")
+        self._joined: dict[str, int] = {}
         for name in self.watched:
-            try:
-                index = socket.if_nametoindex(name)
-                self.sock.setsockopt(
-                    socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, group + index.to_bytes(4, "little")
-                )
-            except OSError as exc:
-                log.warning("cannot listen for router solicitations on %s: %s", name, exc)
+            with contextlib.suppress(OSError):  # links that do not exist yet join when up
+                self.join(name)
+
+    def join(self, name: str) -> None:
+        """Listen on ``name``: RSs go to all-routers (ff02::2), which a host joins only when
+        it forwards. Idempotent; a re-created interface (new index) is joined again."""
+        index = socket.if_nametoindex(name)
+        if self._joined.get(name) == index:
+            return
+        group = socket.inet_pton(socket.AF_INET6, "ff02::2") + index.to_bytes(4, "little")
+        self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, group)
+        self._joined[name] = index
 
     def fileno(self) -> int:
         return self.sock.fileno()

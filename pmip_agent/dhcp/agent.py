@@ -1,0 +1,290 @@
+"""The MAG's DHCPv4 side: a minimal server (seed §3.1, Figure 2) and a relay hook (Figure 3).
+
+No sockets and no clock: the daemon feeds client and server messages in, hands it the MAG
+engine's events, and sends what ``datagrams_to_send()`` returns. The registration itself
+is the MAG engine's job; this class only decides what to tell the MN, and when:
+
+- server (static and lma modes): DISCOVER waits for the PBA, then OFFER carries the HoA,
+  a mask from the prefix length and the default router from the PBA (Figure 2, steps 3-5);
+- relay (dhcp-server mode): the MN's messages go to the DHCP servers with giaddr and
+  option 82; the server's OFFER is held until the LMA has anchored the address it offers
+  (Figure 3, steps 2-6), and never passed on if the LMA refuses it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+
+from ..core import events as ev
+from ..core.mag import MagEngine
+from ..core.policy import Ipv4Mode
+from . import codec
+from .codec import ACK, DECLINE, DISCOVER, INFORM, NAK, OFFER, RELEASE, REQUEST, DhcpMessage
+
+log = logging.getLogger("pmip.dhcp")
+BROADCAST = ("255.255.255.255", 68)
+SERVER_PORT = 67
+
+
+@dataclass(frozen=True, slots=True)
+class DhcpSend:
+    """``ifname`` set: to the MN on that access link. None: to a DHCP server."""
+
+    ifname: str | None
+    data: bytes
+    dest: tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    hoa: IPv4Address
+    prefix_len: int
+    router: IPv4Address | None
+    lifetime_s: int
+    granted_at: float
+
+
+@dataclass(slots=True)
+class _Client:
+    mn_id: bytes
+    ifname: str
+    relay: bool
+    waiting: DhcpMessage | None = None  # a client message answered once the LMA grants
+    held_reply: DhcpMessage | None = None  # relay: a server reply held until the grant
+    xids: set[int] = field(default_factory=set)
+
+
+class DhcpAgent:
+    def __init__(
+        self,
+        engine: MagEngine,
+        *,
+        node_name: str,
+        lease_s: int,
+        servers: list[IPv4Address],
+        relay_address: IPv4Address | None,
+        fallback_server_id: IPv4Address | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.engine = engine
+        self.clock = clock  # when a grant arrived, for lease times; tests pass their own
+        self.node_name = node_name
+        self.lease_s = lease_s
+        self.servers = servers
+        self.relay_address = relay_address
+        self.fallback_server_id = fallback_server_id
+        self.grants: dict[bytes, Grant] = {}
+        self.denied: set[bytes] = set()
+        self._clients: dict[bytes, _Client] = {}
+        self._by_xid: dict[int, bytes] = {}
+        self._out: list[DhcpSend] = []
+        self._now = 0.0
+
+    def datagrams_to_send(self) -> list[DhcpSend]:
+        out, self._out = self._out, []
+        return out
+
+    # --- from the MN ----------------------------------------------------------------
+
+    def from_client(self, ifname: str, mn_id: bytes, msg: DhcpMessage, now: float) -> None:
+        self._now = now
+        profile = self.engine.settings.profiles.get(mn_id)
+        if profile is None:
+            return
+        relay = profile.ipv4_mode is Ipv4Mode.DHCP_SERVER
+        client = self._clients.get(mn_id)
+        if client is None or client.ifname != ifname:
+            client = self._clients[mn_id] = _Client(mn_id, ifname, relay)
+        if relay:
+            self._relay_from_client(client, profile.dhcp_prefix, msg)
+        else:
+            self._serve(client, msg)
+
+    def _serve(self, client: _Client, msg: DhcpMessage) -> None:
+        mn_id = client.mn_id
+        kind = msg.message_type
+        if kind in (RELEASE, DECLINE):
+            if kind == DECLINE:
+                log.warning("DHCP DECLINE from %s for %s", _name(mn_id), msg.requested_ip)
+            self._forget(mn_id)
+            return
+        grant = self.grants.get(mn_id)
+        if kind == INFORM:
+            if grant is not None:
+                self._reply(client, msg, ACK, IPv4Address(0), grant, lease=False)
+            return
+        if grant is None:
+            if mn_id in self.denied:
+                log.info("no IPv4 service for %s: DHCP %s not answered", _name(mn_id), msg.name)
+            elif kind in (DISCOVER, REQUEST) and msg.ciaddr == IPv4Address(0):
+                client.waiting = msg  # answered when the PBA arrives (Figure 2, step 5)
+            return  # a RENEW is answered only while the binding is valid
+        self._answer(client, msg, grant)
+
+    def _answer(self, client: _Client, msg: DhcpMessage, grant: Grant) -> None:
+        kind = msg.message_type
+        if kind == DISCOVER:
+            self._reply(client, msg, OFFER, grant.hoa, grant)
+            return
+        if kind != REQUEST:
+            return
+        if msg.server_id is not None and msg.server_id != self._server_id(grant):
+            return  # SELECTING another server's offer (RFC 2131 §4.3.2)
+        wanted = msg.requested_ip or msg.ciaddr
+        if wanted == grant.hoa:
+            self._reply(client, msg, ACK, grant.hoa, grant)
+        else:  # someone else's address, or one the LMA no longer grants
+            log.info(
+                "DHCP NAK to %s: asked for %s, holds %s", _name(client.mn_id), wanted, grant.hoa
+            )
+            self._reply(client, msg, NAK, IPv4Address(0), grant, lease=False)
+
+    def _server_id(self, grant: Grant) -> IPv4Address:
+        return grant.router or self.fallback_server_id or IPv4Address(0)
+
+    def _reply(
+        self,
+        client: _Client,
+        request: DhcpMessage,
+        kind: int,
+        yiaddr: IPv4Address,
+        grant: Grant,
+        lease: bool = True,
+    ) -> None:
+        lease_s = None
+        if lease:
+            remaining = int(grant.lifetime_s - (self.clock() - grant.granted_at))
+            lease_s = max(60, min(self.lease_s, remaining))  # never past the binding
+        data = codec.build_reply(
+            request,
+            kind,
+            self._server_id(grant),
+            yiaddr,
+            lease_s=lease_s,
+            prefix_len=grant.prefix_len if kind != NAK else None,
+            router=grant.router if kind != NAK else None,
+        )
+        self._out.append(DhcpSend(client.ifname, data, BROADCAST))
+
+    # --- relay ----------------------------------------------------------------------
+
+    def _relay_from_client(
+        self, client: _Client, prefix: IPv4Network | None, msg: DhcpMessage
+    ) -> None:
+        if self.relay_address is None or not self.servers:
+            log.warning(
+                "DHCP relay for %s: no relay address or server configured", _name(client.mn_id)
+            )
+            return
+        kind = msg.message_type
+        if kind in (RELEASE, DECLINE):
+            self._forget(client.mn_id, keep_client=False)
+        elif kind == REQUEST and msg.ciaddr == IPv4Address(0) and msg.server_id is None:
+            # INIT-REBOOT of a roaming MN: register the address it holds before the
+            # server's ACK reaches it, so the lease continues (issue "Roaming").
+            grant = self.grants.get(client.mn_id)
+            if msg.requested_ip is not None and (grant is None or grant.hoa != msg.requested_ip):
+                plen = prefix.prefixlen if prefix is not None else 32
+                self.engine.learn_ipv4(client.mn_id, msg.requested_ip, plen, self._now)
+        client.xids.add(msg.xid)
+        self._by_xid[msg.xid] = client.mn_id
+        link_selection = prefix.network_address if prefix is not None else IPv4Address(0)
+        info = codec.relay_agent_info(
+            f"{self.node_name}:{client.ifname}".encode(), client.mn_id, link_selection
+        )
+        data = codec.relayed(msg, self.relay_address, info)
+        for server in self.servers:
+            self._out.append(DhcpSend(None, data, (str(server), SERVER_PORT)))
+
+    def from_server(self, msg: DhcpMessage, now: float) -> None:
+        self._now = now
+        mn_id = codec.sub_option(msg.relay_agent_info, codec.RAI_REMOTE_ID) or self._by_xid.get(
+            msg.xid
+        )
+        client = self._clients.get(mn_id) if mn_id is not None else None
+        if client is None or not client.relay or msg.op != 2:
+            log.debug("DHCP reply from a server for no known client (xid %#x)", msg.xid)
+            return
+        kind = msg.message_type
+        grant = self.grants.get(client.mn_id)
+        if kind in (OFFER, ACK) and (grant is None or grant.hoa != msg.yiaddr):
+            # Figure 3 steps 2-4: report the offered address in a PBU, hold the reply.
+            client.held_reply = msg
+            plen = _prefix_len(msg.subnet_mask)
+            self.engine.learn_ipv4(client.mn_id, msg.yiaddr, plen, now)
+            return
+        self._pass_to_client(client, msg)
+
+    def _pass_to_client(self, client: _Client, msg: DhcpMessage) -> None:
+        self._out.append(DhcpSend(client.ifname, codec.without_relay_info(msg), BROADCAST))
+
+    # --- MAG events -----------------------------------------------------------------
+
+    def observe(self, event: ev.Event) -> None:
+        kind = type(event)
+        if kind is ev.Ipv4Granted:
+            e: ev.Ipv4Granted = event  # type: ignore[assignment]
+            self.grants[e.mn_id] = Grant(
+                e.hoa, e.prefix_len, e.default_router, e.lifetime_s, self.clock()
+            )
+            self.denied.discard(e.mn_id)
+            self._release_held(e.mn_id)
+        elif kind is ev.TunnelNeeded:
+            e2: ev.TunnelNeeded = event  # type: ignore[assignment]
+            grant = self.grants.get(e2.mn_id)
+            if grant is not None:  # a refresh: the lease may now run as long again
+                self.grants[e2.mn_id] = Grant(
+                    grant.hoa, grant.prefix_len, grant.router, e2.lifetime_s, self.clock()
+                )
+        elif kind is ev.Ipv4Denied:
+            e3: ev.Ipv4Denied = event  # type: ignore[assignment]
+            self.grants.pop(e3.mn_id, None)
+            self.denied.add(e3.mn_id)
+            client = self._clients.get(e3.mn_id)
+            if client is not None:
+                if client.held_reply is not None:
+                    log.warning(
+                        "LMA refused %s for %s (status %d): the server's %s is not passed on",
+                        client.held_reply.yiaddr,
+                        _name(e3.mn_id),
+                        e3.status,
+                        client.held_reply.name,
+                    )
+                client.held_reply = None
+                client.waiting = None
+        elif kind in (ev.BindingLost, ev.Deregistered):
+            self.grants.pop(event.mn_id, None)  # type: ignore[union-attr]
+
+    def _release_held(self, mn_id: bytes) -> None:
+        client = self._clients.get(mn_id)
+        grant = self.grants.get(mn_id)
+        if client is None or grant is None:
+            return
+        if client.waiting is not None:
+            waiting, client.waiting = client.waiting, None
+            self._answer(client, waiting, grant)
+        if client.held_reply is not None:
+            held, client.held_reply = client.held_reply, None
+            if held.yiaddr == grant.hoa:
+                self._pass_to_client(client, held)
+
+    def _forget(self, mn_id: bytes, keep_client: bool = True) -> None:
+        self.grants.pop(mn_id, None)
+        client = self._clients.get(mn_id)
+        if client is not None:
+            client.waiting = client.held_reply = None
+            if not keep_client:
+                for xid in client.xids:
+                    self._by_xid.pop(xid, None)
+                client.xids.clear()
+
+
+def _prefix_len(mask: IPv4Address | None) -> int:
+    return bin(int(mask)).count("1") if mask is not None else 32
+
+
+def _name(mn_id: bytes) -> str:
+    return mn_id.decode("utf-8", "backslashreplace")

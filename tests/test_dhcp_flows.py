@@ -1,0 +1,139 @@
+"""The seed's three IPv4 home address flows (§3.1, Figures 2 and 3) with real DHCP clients
+(busybox udhcpc, dhclient, dhcpcd) and a real DHCP server (Kea) behind the relay hook."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+import pytest
+from dhcp_lab import MNS, DhcpLab, mn_python
+from netns import Lab, wait_for
+
+pytestmark = pytest.mark.netns
+
+
+@pytest.fixture
+def dhcp_lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DhcpLab]:
+    lab = Lab("d" + request.node.name[-3:])
+    try:
+        env = DhcpLab(lab, tmp_path).build()
+        env.start()
+        yield env
+    finally:
+        lab.close()
+
+
+def _in(ip: str, net: str) -> bool:
+    return IPv4Address(ip) in IPv4Network(net)
+
+
+@pytest.mark.parametrize("client", ["udhcpc", "dhcpcd"])
+def test_lma_allocation_flow(dhcp_lab: DhcpLab, client: str) -> None:
+    """Figure 2: DISCOVER -> PBU 0.0.0.0 -> PBA with HoA and router -> OFFER/REQUEST/ACK.
+    The lease carries the HoA, the mask from the prefix length, the PBA's default router,
+    and is no longer than the binding (lease_s 600 here)."""
+    mn = "lma@example.net"
+    ns = dhcp_lab.attach_mn(mn)
+    lease = dhcp_lab.client(ns, client, f"{client}-lma")
+    assert _in(lease["ip"], "10.10.0.0/24") and lease["ip"] != "10.10.0.1"
+    assert lease["router"] == "10.10.0.1"
+    assert lease["subnet"] in ("255.255.255.0", "24")
+    assert 0 < int(lease["lease"]) <= 600
+    binding = wait_for(lambda: dhcp_lab.lma_binding(mn), 5, what="LMA binding")
+    assert binding["ipv4_hoa"] == lease["ip"] and binding["ipv4_source"] == "lma"
+
+
+@pytest.mark.parametrize("client", ["udhcpc", "dhclient"])
+def test_static_flow(dhcp_lab: DhcpLab, client: str) -> None:
+    """Seed §3.1 static: the MAG registers the profile's HoA, then serves it by DHCP."""
+    mn = "static@example.net"
+    ns = dhcp_lab.attach_mn(mn)
+    lease = dhcp_lab.client(ns, client, f"{client}-static")
+    assert lease["ip"] == "10.9.0.5" and lease["router"] == "10.9.0.1"
+    assert dhcp_lab.lma_binding(mn)["ipv4_source"] == "static"  # type: ignore[index]
+
+
+def test_dhcp_server_flow_through_relay(dhcp_lab: DhcpLab) -> None:
+    """Figure 3: the MAG relays to Kea with giaddr and option 82 (circuit-id, remote-id,
+    link-selection = the MN's home prefix). Kea's only pool is guarded by that hint, so a
+    lease from it proves the hint arrived. The MAG reports the offered HoA in a PBU and
+    passes the OFFER on only after the LMA anchored it."""
+    mn = "dhcp@example.net"
+    ns = dhcp_lab.attach_mn(mn)
+    lease = dhcp_lab.client(ns, "udhcpc", "udhcpc-dhcp")
+    assert _in(lease["ip"], "10.50.0.0/24") and int(lease["ip"].split(".")[-1]) >= 100
+    assert lease["router"] == "10.50.0.1"
+    binding = dhcp_lab.lma_binding(mn)
+    assert binding is not None and binding["ipv4_hoa"] == lease["ip"]
+    assert binding["ipv4_source"] == "dhcp-server"
+    log = (dhcp_lab.tmp / "kea.log").read_text()
+    assert "DHCP4_LEASE_ALLOC" in log
+
+
+def test_lma_refuses_address_outside_authorized_prefix(dhcp_lab: DhcpLab) -> None:
+    """Seed §6: the LMA anchors a DHCP-assigned HoA only inside the MN's authorized prefix.
+    Kea offers 10.50.0.x, the LMA has this MN on 10.60.0.0/24: refused, the OFFER is not
+    passed on, and the MN gets no IPv4 service."""
+    mn = "wrongprefix@example.net"
+    ns = dhcp_lab.attach_mn(mn)
+    with pytest.raises(AssertionError, match="udhcpc lease"):
+        dhcp_lab.client(ns, "udhcpc", "udhcpc-wrong", timeout=8)
+    assert dhcp_lab.lma_binding(mn) is None
+    assert "status=171" in dhcp_lab.lma.log_text()
+    assert "is not passed on" in dhcp_lab.mags["mag1"].log_text()
+
+
+NAK_PROBE = """
+import socket
+from scapy.layers.dhcp import BOOTP, DHCP
+mac = bytes.fromhex("{mac}")
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"eth0")
+s.bind(("0.0.0.0", 68))
+s.settimeout(5)
+req = BOOTP(chaddr=mac + bytes(10), xid=77, flags=0x8000) / DHCP(options=[
+    ("message-type", "request"), ("requested_addr", "{ip}"), "end"])
+s.sendto(bytes(req), ("255.255.255.255", 67))
+while True:
+    data, _ = s.recvfrom(2048)
+    reply = BOOTP(data)
+    if reply.xid == 77:
+        print(dict(o for o in reply[DHCP].options if isinstance(o, tuple))["message-type"])
+        break
+"""
+
+
+def test_request_for_another_address_gets_nak(dhcp_lab: DhcpLab) -> None:
+    """RFC 2131 §4.3.2: a REQUEST (INIT-REBOOT) for an address that is not the MN's gets a
+    NAK; the MN's own address gets an ACK."""
+    mn = "lma@example.net"
+    ns = dhcp_lab.attach_mn(mn)
+    lease = dhcp_lab.client(ns, "udhcpc", "udhcpc-nak")
+    mac = MNS[mn][0].replace(":", "")
+    other = mn_python(dhcp_lab.lab, ns, NAK_PROBE.format(mac=mac, ip="10.10.0.250"))
+    assert other.stdout.strip() == "6", other.stderr  # NAK
+    own = mn_python(dhcp_lab.lab, ns, NAK_PROBE.format(mac=mac, ip=lease["ip"]))
+    assert own.stdout.strip() == "5", own.stderr  # ACK
+
+
+@pytest.mark.parametrize("mn", ["lma@example.net", "dhcp@example.net"])
+def test_roaming_keeps_the_address(dhcp_lab: DhcpLab, mn: str) -> None:
+    """Issue "Roaming": the MN moves to MAG2, whose PBA carries the same HoA; dhclient's
+    INIT-REBOOT for that address is ACKed and the lease continues with no new address."""
+    ns = dhcp_lab.attach_mn(mn, "mag1")
+    first = dhcp_lab.client(ns, "dhclient", "roam1", state_name="roam")
+    before = wait_for(lambda: dhcp_lab.lma_binding(mn), 5, what="binding at MAG1")
+    dhcp_lab.move_mn(ns, mn, "mag1", "mag2")
+    second = dhcp_lab.client(ns, "dhclient", "roam2", state_name="roam")
+    assert second["ip"] == first["ip"]
+    after = wait_for(
+        lambda: (b := dhcp_lab.lma_binding(mn)) and b["mag"] != before["mag"] and b,
+        10,
+        what="binding moved to MAG2",
+    )
+    assert after["ipv4_hoa"] == first["ip"]
+    events = (dhcp_lab.tmp / "roam2.events").read_text()
+    assert "REBOOT" in events  # INIT-REBOOT answered with ACK, not a fresh DISCOVER
