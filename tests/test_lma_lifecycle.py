@@ -266,7 +266,7 @@ def test_restore_purges_lapsed_and_reports_conflicts():
     old = make_lma()
     registered(old, MN_LMA, T0, lifetime_s=100)
     (view,) = old.bindings()
-    clash = dataclasses.replace(view, mn_id=MN_LMA2, expires_at=T0 + 1000)
+    clash = view._replace(mn_id=MN_LMA2, expires_at=T0 + 1000)
 
     new = make_lma()
     new.restore([view], T0 + 200)
@@ -274,7 +274,7 @@ def test_restore_purges_lapsed_and_reports_conflicts():
     assert new.binding(MN_LMA) is None
 
     new2 = make_lma()
-    new2.restore([dataclasses.replace(view, expires_at=T0 + 1000), clash], T0 + 50)
+    new2.restore([view._replace(expires_at=T0 + 1000), clash], T0 + 50)
     evs = events(new2)
     assert [type(e) for e in evs] == [BindingUp, MessageDropped]
     assert evs[1].reason == "restore-conflict"

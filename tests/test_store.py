@@ -404,7 +404,7 @@ def test_a_failed_batch_stores_nothing(tmp_store_dir: Path) -> None:
 
 
 def _fields(v: BindingView) -> dict[str, object]:
-    return {name: getattr(v, name) for name in BindingView.__dataclass_fields__}
+    return {name: getattr(v, name) for name in BindingView._fields}
 
 
 def test_pragmas_and_synchronous_choice(tmp_store_dir: Path) -> None:

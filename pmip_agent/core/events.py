@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv6Address
+from typing import NamedTuple
 
 
 class Encapsulation(StrEnum):
@@ -53,9 +54,9 @@ class Transmit:
     peer: Peer
 
 
-@dataclass(frozen=True, slots=True)
-class BindingView:
-    """A snapshot of one LMA binding cache entry."""
+class BindingView(NamedTuple):
+    """A snapshot of one LMA binding cache entry. A NamedTuple rather than a frozen
+    dataclass: one is built per accepted PBU, and this is four times cheaper to build."""
 
     mn_id: bytes
     mag: Peer

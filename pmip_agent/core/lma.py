@@ -57,6 +57,9 @@ from .pools import PoolSet, PrefixPool
 ZERO4 = IPv4Address(0)
 ZERO6 = IPv6Address(0)
 NO_KEEPALIVE = 0xFFFF_FFFF  # NAT Detection refresh time: no NAT, no keepalives (RFC 5555)
+# Flag bits as plain ints: IntFlag arithmetic costs close to a microsecond per operation.
+_A, _P, _F = int(BuFlags.A), int(BuFlags.P), int(BuFlags.F)
+_BA_P = int(BaFlags.P)
 
 
 class _Reject(Exception):
@@ -267,7 +270,7 @@ class LmaEngine:
         if type(msg) is not BindingUpdate:
             self._events.append(MessageDropped(peer, "unexpected-message", type(msg).__name__))
             return
-        if not msg.flags & BuFlags.P:
+        if not msg.flags & _P:
             self._events.append(MessageDropped(peer, "not-proxy-registration"))
             return
         pbu = _Pbu(msg, self.settings.default_wire_profile)
@@ -317,7 +320,7 @@ class LmaEngine:
                 if rfc
                 else Status.ADMINISTRATIVELY_PROHIBITED
             )
-        forced_udp = bool(pbu.msg.flags & BuFlags.F) and peer.v4 is not None
+        forced_udp = bool(pbu.msg.flags & _F) and peer.v4 is not None
         if forced_udp and not settings.accept_forced_udp:
             raise _Reject(Status.ADMINISTRATIVELY_PROHIBITED, reason="forced-udp-not-accepted")
         if pbu.msg.lifetime == 0:
@@ -425,7 +428,7 @@ class LmaEngine:
             self._by_hoa[hoa] = entry.mn_id
         self._schedule(entry, entry.expires_at)
         self._events.append(BindingUp(entry.view(), change, previous))
-        if pbu.msg.flags & BuFlags.A:
+        if pbu.msg.flags & _A:
             self._reply_accept(pbu, entry, peer, local6, lifetime_s, ipv4_failure)
 
     def _accept_replay_state(self, entry: BindingCacheEntry, pbu: _Pbu) -> None:
@@ -490,16 +493,11 @@ class LmaEngine:
         rfc = pbu.profile is WireProfile.RFC5844
         req = pbu.ipv4[0].address
         mn_id = profile.mn_id
-
-        def refuse_address(ipv4_status_draft: int, rfc_reply: int = 129) -> _Reject:
-            if rfc:
-                return _Reject(Status.NOT_AUTHORIZED_FOR_IPV4_HOME_ADDRESS, rfc_reply)
-            return _Reject(
-                Status.ADMINISTRATIVELY_PROHIBITED, ipv4_status_draft, "ipv4-address-refused"
-            )
+        by_hoa = self._by_hoa
+        refuse_address = self._refuse_rfc if rfc else self._refuse_draft
 
         def held_by_other(addr: IPv4Address) -> bool:
-            owner = self._by_hoa.get(addr)
+            owner = by_hoa.get(addr)
             return owner is not None and owner != mn_id
 
         mode = profile.ipv4_mode
@@ -551,6 +549,15 @@ class LmaEngine:
         ):
             raise refuse_address(Ipv4Status.INCORRECT_IPV4_HOME_ADDRESS)
         return req, prefix.prefixlen, profile.ipv4_default_router, mode.value, None
+
+    @staticmethod
+    def _refuse_rfc(_draft_status: int, rfc_reply: int = 129) -> _Reject:
+        # RFC 5844 §3.1.2.2: 171, with reply status 129 (administratively prohibited).
+        return _Reject(Status.NOT_AUTHORIZED_FOR_IPV4_HOME_ADDRESS, rfc_reply)
+
+    @staticmethod
+    def _refuse_draft(draft_status: int, _rfc_reply: int = 129) -> _Reject:
+        return _Reject(Status.ADMINISTRATIVELY_PROHIBITED, draft_status, "ipv4-address-refused")
 
     @staticmethod
     def _exhausted(rfc: bool, reason: str) -> _Reject:
@@ -707,7 +714,7 @@ class LmaEngine:
             # no NAT; F tells the MAG to use UDP (RFC 5844 §4.2.2 keys on it).
             refresh = self.settings.nat_refresh_s if entry.nat else NO_KEEPALIVE
             opts.append(NatDetection(refresh, entry.encapsulation is Encapsulation.IPV4_UDP))
-        pba = BindingAck(Status.ACCEPTED, pbu.msg.sequence, lifetime_s // 4, BaFlags.P, tuple(opts))
+        pba = BindingAck(Status.ACCEPTED, pbu.msg.sequence, lifetime_s // 4, _BA_P, tuple(opts))
         self._send(pba, peer, local6)
 
     def _reply_reject(
@@ -733,4 +740,4 @@ class LmaEngine:
                 opts.append(Ipv4HoaReply(ipv4_status, req.prefix_len, req.address))
             else:
                 opts.append(Ipv4AddressAck(ipv4_status, 0, req.address))
-        self._send(BindingAck(status, sequence, 0, BaFlags.P, tuple(opts)), peer, local6)
+        self._send(BindingAck(status, sequence, 0, _BA_P, tuple(opts)), peer, local6)

@@ -284,13 +284,13 @@ class MagEngine:
                 opts.append(Ipv4HomeAddress(entry.requested_hoa, entry.requested_prefix_len))
             else:
                 opts.append(Ipv4HoaRequest(entry.requested_hoa, entry.requested_prefix_len))
-        flags = BuFlags.A | BuFlags.P
+        flags = int(BuFlags.A | BuFlags.P)
         over_ipv4 = lma.transport == "ipv4" and lma.ipv4_lmaa is not None
         if over_ipv4:
             if settings.ipv4_proxy_coa is not None:  # seed §4.3: lets the LMA detect a NAT
                 opts.append(Ipv4CareOfAddress(settings.ipv4_proxy_coa))
             if lma.force_udp:
-                flags |= BuFlags.F
+                flags |= int(BuFlags.F)
         self._sequence = (self._sequence + 1) & 0xFFFF
         entry.outstanding.add(self._sequence)
         pbu = BindingUpdate(self._sequence, lifetime_units, flags, tuple(opts))

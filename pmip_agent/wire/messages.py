@@ -23,6 +23,7 @@ _HEAD = struct.Struct("!BBBBH")  # payload proto, header len, MH type, reserved,
 _BU = struct.Struct("!HHH")  # sequence, flags, lifetime
 _BA = struct.Struct("!BBHH")  # status, flags, sequence, lifetime
 OPTIONS_OFFSET = 12
+_BU_P = int(BuFlags.P)
 MAX_MH_LEN = 2048  # (255 + 1) * 8: the largest Header Len can express
 
 OptT = TypeVar("OptT", bound=Option)
@@ -49,12 +50,12 @@ class BindingUpdate(_Message):
 
     sequence: int
     lifetime: int
-    flags: BuFlags = BuFlags.A | BuFlags.P
+    flags: int = BuFlags.A | BuFlags.P  # BuFlags bits; decode gives a plain int (cheaper)
     options: tuple[Option, ...] = ()
 
     @property
     def is_proxy(self) -> bool:
-        return bool(self.flags & BuFlags.P)
+        return bool(self.flags & _BU_P)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,7 @@ class BindingAck(_Message):
     status: int
     sequence: int
     lifetime: int
-    flags: BaFlags = BaFlags.P
+    flags: int = BaFlags.P  # BaFlags bits
     options: tuple[Option, ...] = ()
 
 
@@ -101,29 +102,36 @@ def mh_checksum(mh: bytes, src: IPv6Address, dst: IPv6Address) -> int:
 # --- encode -----------------------------------------------------------------------------
 
 
+# Per-class and per-type tables, built once: the hot loops below then do one lookup per
+# option instead of several attribute reads and calls.
+_ENCODE_META: dict[type[Option], tuple[int, int, int]] = {
+    cls: (cls.TYPE, *cls.ALIGN) for cls in OPTION_CLASSES.values()
+}
+_DECODERS: list[tuple[object, int, int, bool] | None] = [None] * 256
+for _type, _cls in OPTION_CLASSES.items():
+    _DECODERS[_type] = (_cls.parse, *_cls.ALIGN, _cls.REPEATABLE)
+_PADS = [b"", b"\0"] + [bytes((1, n - 2)) + bytes(n - 2) for n in range(2, 8)]  # Pad1 / PadN
+
+
 def _encode_options(options: tuple[Option, ...]) -> bytes:
-    out = bytearray()
+    parts: list[bytes] = []
     offset = OPTIONS_OFFSET
     for opt in options:
-        x, y = opt.ALIGN
+        meta = _ENCODE_META.get(type(opt))
+        otype, x, y = meta if meta is not None else (option_type(opt), 1, 0)
         pad = (y - offset) % x
-        if pad == 1:
-            out.append(0)
-        elif pad > 1:
-            out += bytes((1, pad - 2)) + bytes(pad - 2)
+        if pad:
+            parts.append(_PADS[pad])
+            offset += pad
         body = opt.body()
-        if len(body) > 255:
+        size = len(body)
+        if size > 255:
             raise ValueError(f"option {type(opt).__name__} body longer than 255 octets")
-        out.append(option_type(opt))
-        out.append(len(body))
-        out += body
-        offset = OPTIONS_OFFSET + len(out)
-    pad = -offset % 8
-    if pad == 1:
-        out.append(0)
-    elif pad > 1:
-        out += bytes((1, pad - 2)) + bytes(pad - 2)
-    return bytes(out)
+        parts.append(bytes((otype, size)))
+        parts.append(body)
+        offset += 2 + size
+    parts.append(_PADS[-offset % 8])
+    return b"".join(parts)
 
 
 def encode(msg: Message, src: IPv6Address | None = None, dst: IPv6Address | None = None) -> bytes:
@@ -150,9 +158,10 @@ def encode(msg: Message, src: IPv6Address | None = None, dst: IPv6Address | None
 
 def _decode_options(data: bytes) -> tuple[Option, ...]:
     options: list[Option] = []
-    seen: set[int] = set()
+    seen = 0  # bit n set: option type n seen
     offset = OPTIONS_OFFSET
     end = len(data)
+    decoders = _DECODERS
     while offset < end:
         otype = data[offset]
         if otype == 0:  # Pad1
@@ -160,25 +169,24 @@ def _decode_options(data: bytes) -> tuple[Option, ...]:
             continue
         if offset + 2 > end:
             raise WireError("option-overrun", f"option type {otype} at {offset} has no length")
-        olen = data[offset + 1]
-        body_end = offset + 2 + olen
+        body_end = offset + 2 + data[offset + 1]
         if body_end > end:
             raise WireError("option-overrun", f"option type {otype} at {offset} runs past end")
         if otype != 1:  # PadN content is ignored
-            cls = OPTION_CLASSES.get(otype)
-            if cls is None:
+            decoder = decoders[otype]
+            if decoder is None:
                 options.append(UnknownOption(otype, data[offset + 2 : body_end]))
             else:
-                x, y = cls.ALIGN
+                parse, x, y, repeatable = decoder
                 if offset % x != y:
                     raise WireError(
                         "misaligned-option", f"option type {otype} at {offset}, needs {x}n+{y}"
                     )
-                if not cls.REPEATABLE:
-                    if otype in seen:
+                if not repeatable:
+                    if seen >> otype & 1:
                         raise WireError("duplicate-option", f"option type {otype} repeated")
-                    seen.add(otype)
-                options.append(cls.parse(data[offset + 2 : body_end]))
+                    seen |= 1 << otype
+                options.append(parse(data[offset + 2 : body_end]))  # type: ignore[operator]
         offset = body_end
     return tuple(options)
 
@@ -211,6 +219,6 @@ def _decode(data: bytes, src: IPv6Address | None, dst: IPv6Address | None) -> Me
     options = _decode_options(data)
     if mh_type == MhType.BINDING_UPDATE:
         seq, flags, lifetime = _BU.unpack_from(data, 6)
-        return BindingUpdate(seq, lifetime, BuFlags(flags), options)
+        return BindingUpdate(seq, lifetime, flags, options)
     status, flags, seq, lifetime = _BA.unpack_from(data, 6)
-    return BindingAck(status, seq, lifetime, BaFlags(flags), options)
+    return BindingAck(status, seq, lifetime, flags, options)
