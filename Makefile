@@ -2,14 +2,15 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := tshark iproute2 nftables busybox iperf3 python3-venv
+APT_PACKAGES := tshark iproute2 nftables busybox iperf3 python3-venv kea-dhcp4-server \
+	isc-dhcp-client dhcpcd5 iputils-ping
 
 .PHONY: test lint unit deps venv bench bench-quick clean lab lab-down
 
 test: deps venv lint unit
 
 deps: .deps-stamp
-.deps-stamp:
+.deps-stamp: Makefile
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then \
@@ -36,6 +37,13 @@ unit: venv
 
 bench: venv
 	$(PY) bench/run_all.py
+
+# The main job: seed Figure 1 in network namespaces, deployed and exercised.
+lab: deps venv
+	$(PY) lab/figure1.py up
+
+lab-down: venv
+	$(PY) lab/figure1.py down
 
 clean:
 	rm -rf $(VENV) .deps-stamp build .pytest_cache .hypothesis

@@ -637,6 +637,18 @@ class MagService(Service):
 
     def apply_config(self, new: AgentConfig) -> None:
         self.engine.settings = new.mag_settings()
+        self.iface_mn = {i.name: i.mn_id.encode() for i in new.mag.access_interfaces if i.mn_id}
+        self.by_mac = {mac: m for m, p in new.profiles().items() for mac in p.link_layer_ids}
+        access = {i.name for i in new.mag.access_interfaces}
+        self.links.watched = set(access)
+        self.solicits.watched = set(access)
+        for name in access:
+            with contextlib.suppress(OSError):  # not there yet: opened when it comes up
+                self._open_access(name)
+        # MNs whose profile is gone get no more service.
+        for view in list(self.engine.entries()):
+            if view.mn_id not in self.engine.settings.profiles:
+                self.engine.detach(view.mn_id, time.time())
 
     def binding_list(self) -> list[dict[str, Any]]:
         now = time.time()
