@@ -27,7 +27,7 @@ from .core.mag import MagEngine
 from .dhcp import codec as dhcp
 from .dhcp.agent import DhcpAgent
 from .dhcp.sockets import DhcpInterfaceSocket, DhcpRelaySocket
-from .metrics import Metrics
+from .metrics import Metrics, State
 from .net.access_link import LinkMonitor, RouterSolicitationListener
 from .net.mh_socket import MhSocket
 from .net.ratelimit import RateLimitedLog
@@ -239,6 +239,12 @@ class Service:
             getattr(event, "binding", None), "mn_id", None
         )
         extra = {"mn_id": _mn(mn_id)} if mn_id is not None else {}
+        if (
+            type(event) is ev.BindingUp
+            and event.change == "refreshed"  # type: ignore[union-attr]
+            and not self.log.isEnabledFor(logging.DEBUG)
+        ):
+            return  # the commonest event: do not even format it
         level, text = self.describe(event)
         if text:
             self.log.log(level, text, extra=extra)
@@ -264,7 +270,7 @@ class LmaService(Service):
         if cfg.lma.ipv4_lmaa is not None:
             self.udp = Udp4Socket(None, cfg.lma.udp_port)
             self._watch(self.udp, self._on_udp)
-        self._update_gauges()
+        self.metrics.state.read = self._state
 
     def stop(self) -> None:
         self.mh.close()
@@ -297,19 +303,13 @@ class LmaService(Service):
         except OSError as exc:
             self.drops.warning("send-failed", time.time(), "cannot send to %s: %s", tx.peer, exc)
 
-    def flush(self) -> None:
-        super().flush()
-        self._update_gauges()
-
-    def _update_gauges(self) -> None:
+    def _state(self) -> State:
         engine = self.engine
-        self.metrics.bindings.set(len(engine))
-        self.metrics.nat_bindings.set(
-            sum(1 for b in engine.bindings() if b.nat) if len(engine) < 50_000 else 0
+        return State(
+            len(engine),
+            engine.nat_count(),
+            [(p.name, p.used, p.size - p.used) for p in engine.pools.pools.values()],
         )
-        for pool in engine.pools.pools.values():
-            self.metrics.pool_addresses.labels(pool.name, "used").set(pool.used)
-            self.metrics.pool_addresses.labels(pool.name, "free").set(pool.size - pool.used)
 
     def apply_config(self, new: AgentConfig) -> None:
         self.engine.reconfigure(
@@ -389,6 +389,10 @@ class MagService(Service):
         self.engine = MagEngine(cfg.mag_settings(), sequence)
         self._retransmissions_seen = 0
         self._saved_sequence = sequence
+        self.metrics.state.read = lambda: State(
+            sum(1 for e in self.engine.entries() if e.registered),
+            sum(1 for e in self.engine.entries() if e.registered and e.nat),
+        )
         self._dirty: set[bytes] = set()
         self._removed: set[bytes] = set()
         self.iface_mn = {i.name: i.mn_id.encode() for i in cfg.mag.access_interfaces if i.mn_id}
@@ -631,7 +635,6 @@ class MagService(Service):
     def flush(self) -> None:
         super().flush()
         self._send_dhcp()  # answers the PBAs just handled may have released
-        self.metrics.bindings.set(sum(1 for e in self.engine.entries() if e.registered))
         self.metrics.retransmissions.inc(self.engine.retransmissions - self._retransmissions_seen)
         self._retransmissions_seen = self.engine.retransmissions
 

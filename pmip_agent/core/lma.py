@@ -201,6 +201,10 @@ class LmaEngine:
     def __len__(self) -> int:
         return len(self._cache)
 
+    def nat_count(self) -> int:
+        """Active bindings whose MAG is behind a NAT (walks the cache: call sparingly)."""
+        return sum(1 for e in self._cache.values() if e.nat and e.state == ACTIVE)
+
     def bindings(self) -> Iterator[BindingView]:
         return (entry.view() for entry in self._cache.values())
 
