@@ -40,6 +40,9 @@ class BindingCacheEntry:
     link_layer_id: bytes | None
     state: str = ACTIVE
     timer_generation: int = 0
+    # The last accepted re-registration as (PBU key, its timestamp offset, PBA bytes, their
+    # timestamp offset, config generation): the LMA's fast path for unchanged refreshes.
+    refresh: tuple[bytes, int, bytes, int, int] | None = None
 
     @property
     def mn_name(self) -> str:

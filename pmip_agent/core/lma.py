@@ -74,10 +74,11 @@ class _Reject(Exception):
 class _Pbu:
     """The options of one PBU, sorted out in a single pass."""
 
-    __slots__ = ("att", "coa", "hi", "hnps", "ipv4", "llid", "mnid", "msg", "profile", "ts")
+    __slots__ = ("att", "coa", "hi", "hnps", "ipv4", "llid", "mnid", "msg", "profile", "raw", "ts")
 
     def __init__(self, msg: BindingUpdate, default_profile: WireProfile) -> None:
         self.msg = msg
+        self.raw: bytes | None = None  # the Mobility Header as received, over raw IPv6
         self.mnid: MnIdentifier | None = None
         self.hi: HandoffIndicatorOption | None = None
         self.att: AccessTechTypeOption | None = None
@@ -112,6 +113,20 @@ class _Pbu:
         self.profile = profile
 
 
+def _timestamp_offset(mh: bytes) -> int | None:
+    """Where the Timestamp option's value sits in a Mobility Header, or None."""
+    offset = 12
+    while offset + 2 <= len(mh):
+        kind = mh[offset]
+        if kind == 0:
+            offset += 1
+            continue
+        if kind == 27 and mh[offset + 1] == 8:
+            return offset + 2
+        offset += 2 + mh[offset + 1]
+    return None
+
+
 def _seq_newer(new: int, old: int) -> bool:
     """RFC 6275 §9.5.1: greater than ``old`` modulo 2**16."""
     return 0 < (new - old) & 0xFFFF < 0x8000
@@ -135,18 +150,21 @@ class LmaEngine:
         self._out: list[Transmit] = []
         self._events: deque[Event] = deque()
         self._peers: dict[tuple[IPv6Address, IPv4Address | None, int], Peer] = {}
+        self._generation = 0
 
     # --- inputs -----------------------------------------------------------------------
 
     def receive_ipv6(self, mh: bytes, src: IPv6Address, now: float) -> None:
         """A Mobility Header from a raw IPv6 socket (the kernel checked its checksum)."""
+        if self._fast_refresh(mh, src, now):
+            return
         peer = self._peer(src, None, 0)
         try:
             msg = decode(mh)
         except WireError as exc:
             self._events.append(MessageDropped(peer, exc.reason, exc.detail))
             return
-        self._dispatch(msg, peer, self.settings.lmaa, now)
+        self._dispatch(msg, peer, self.settings.lmaa, now, mh)
 
     def receive_udp(self, payload: bytes, src: IPv4Address, port: int, now: float) -> None:
         """A UDP/5436 payload: IPv6 header + MH (seed Figure 6) or a bare MH (RFC 5844 §4)."""
@@ -248,6 +266,7 @@ class LmaEngine:
             pools,
             hnp_pool,
         )
+        self._generation += 1  # refresh templates answered under the old configuration
         self._cache.clear()
         self._by_hoa.clear()
         for entry in entries:
@@ -270,7 +289,14 @@ class LmaEngine:
             peer = self._peers[key] = Peer(v6, v4, port)
         return peer
 
-    def _dispatch(self, msg: object, peer: Peer, local6: IPv6Address | None, now: float) -> None:
+    def _dispatch(
+        self,
+        msg: object,
+        peer: Peer,
+        local6: IPv6Address | None,
+        now: float,
+        raw: bytes | None = None,
+    ) -> None:
         if type(msg) is not BindingUpdate:
             self._events.append(MessageDropped(peer, "unexpected-message", type(msg).__name__))
             return
@@ -278,6 +304,7 @@ class LmaEngine:
             self._events.append(MessageDropped(peer, "not-proxy-registration"))
             return
         pbu = _Pbu(msg, self.settings.default_wire_profile)
+        pbu.raw = raw
         try:
             self._process(pbu, peer, local6, now)
         except _Reject as rej:
@@ -380,6 +407,7 @@ class LmaEngine:
             udp = nat or forced_udp
             encapsulation = Encapsulation.IPV4_UDP if udp else Encapsulation.IPV4
         lifetime_s = min(pbu.msg.lifetime * 4, settings.max_lifetime_s)
+        ts_in_use = settings.timestamps
         hoa, plen, router, source, pool_name = ipv4 or (None, 0, None, None, None)
         if entry is None:
             change, previous = "created", None
@@ -434,11 +462,60 @@ class LmaEngine:
         self._events.append(BindingUp(entry.view(), change, previous))
         if pbu.msg.flags & _A:
             self._reply_accept(pbu, entry, peer, local6, lifetime_s, ipv4_failure)
+            if pbu.raw is not None and pbu.ts is not None and ts_in_use and not ipv4_failure:
+                self._capture_refresh(entry, pbu.raw)
 
     def _accept_replay_state(self, entry: BindingCacheEntry, pbu: _Pbu) -> None:
         entry.last_sequence = pbu.msg.sequence
         if pbu.ts is not None and self.settings.timestamps:
             entry.last_timestamp = pbu.ts.value
+
+    # --- re-registration fast path ----------------------------------------------------
+
+    def _fast_refresh(self, mh: bytes, src: IPv6Address, now: float) -> bool:
+        """RFC 5213 §5.3.3: the serving MAG re-registers an unchanged binding. A PBU that is
+        byte for byte the MN's last accepted one but for checksum, sequence number and
+        timestamp can only be accepted the same way, so its PBA is the last PBA with those
+        two fields replaced. Anything else, including every reject, takes the full path."""
+        if len(mh) < 16 or mh[12] != 8:  # a template always starts with the MN-ID option
+            return False
+        entry = self._cache.get(mh[15 : 14 + mh[13]])
+        if entry is None or entry.refresh is None:
+            return False
+        key, pbu_ts, pba, pba_ts, generation = entry.refresh
+        if (
+            generation != self._generation
+            or entry.state != ACTIVE
+            or entry.mag.v4 is not None
+            or entry.mag.v6 != src
+            or mh[:4] + mh[8:pbu_ts] + mh[pbu_ts + 8 :] != key
+        ):
+            return False
+        stamp = mh[pbu_ts : pbu_ts + 8]
+        ts = int.from_bytes(stamp, "big")
+        if ts <= entry.last_timestamp or abs(ts / 65536 - now) > self.settings.timestamp_window_s:
+            return False  # the full path answers with 156 or 157
+        seq = mh[6:8]
+        entry.last_sequence = int.from_bytes(seq, "big")
+        entry.last_timestamp = ts
+        entry.expires_at = now + entry.lifetime_s
+        self._schedule(entry, entry.expires_at)
+        self._events.append(BindingUp(entry.view(), "refreshed"))
+        self._out.append(
+            Transmit(pba[:8] + seq + pba[10:pba_ts] + stamp + pba[pba_ts + 8 :], entry.mag)
+        )
+        return True
+
+    def _capture_refresh(self, entry: BindingCacheEntry, raw: bytes) -> None:
+        """Keep this accepted PBU and its PBA as the template for the fast path."""
+        pba = self._out[-1].data if self._out else None
+        pbu_ts = _timestamp_offset(raw)
+        pba_ts = _timestamp_offset(pba) if pba is not None else None
+        if pba is None or pbu_ts is None or pba_ts is None or raw[12] != 8:
+            entry.refresh = None
+            return
+        key = raw[:4] + raw[8:pbu_ts] + raw[pbu_ts + 8 :]
+        entry.refresh = (key, pbu_ts, pba, pba_ts, self._generation)
 
     # --- address decisions ------------------------------------------------------------
 
