@@ -594,11 +594,11 @@ class LmaEngine:
             hoa = profile.ipv4_hoa
             if hoa is None or req not in (ZERO4, hoa) or held_by_other(hoa):
                 raise refuse_address(Ipv4Status.INCORRECT_IPV4_HOME_ADDRESS)
-            return hoa, profile.ipv4_prefix_len, profile.ipv4_default_router, mode.value, None
+            return hoa, profile.ipv4_prefix_len, profile.ipv4_default_router, str(mode), None
         if mode is Ipv4Mode.LMA:
             pool = self.pools.get(profile.ipv4_pool)
             current = (
-                entry.ipv4_hoa if entry is not None and entry.ipv4_source == mode.value else None
+                entry.ipv4_hoa if entry is not None and entry.ipv4_source == str(mode) else None
             )
             if pool is None:
                 raise self._exhausted(rfc, "no-such-pool")
@@ -617,7 +617,7 @@ class LmaEngine:
                 undo.append((pool, hoa))
             else:
                 raise refuse_address(Ipv4Status.INCORRECT_IPV4_HOME_ADDRESS)
-            return hoa, pool.prefix_len, pool.default_router, mode.value, pool.name
+            return hoa, pool.prefix_len, pool.default_router, str(mode), pool.name
         # dhcp-server: the MAG reports what the DHCP server assigned (seed §3.1, §6).
         prefix = profile.dhcp_prefix
         if req == ZERO4:
@@ -629,7 +629,7 @@ class LmaEngine:
             or held_by_other(req)
         ):
             raise refuse_address(Ipv4Status.INCORRECT_IPV4_HOME_ADDRESS)
-        return req, prefix.prefixlen, profile.ipv4_default_router, mode.value, None
+        return req, prefix.prefixlen, profile.ipv4_default_router, str(mode), None
 
     @staticmethod
     def _refuse_rfc(_draft_status: int, rfc_reply: int = 129) -> _Reject:
@@ -706,7 +706,7 @@ class LmaEngine:
         hoa = entry.ipv4_hoa
         if hoa is None:
             return True
-        if profile.ipv4_mode.value != entry.ipv4_source:
+        if str(profile.ipv4_mode) != entry.ipv4_source:
             return False
         if profile.ipv4_mode is Ipv4Mode.STATIC:
             return hoa == profile.ipv4_hoa

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from .constants import IPPROTO_MH, IPPROTO_NONE, BaFlags, BuFlags, MhType
 from .errors import WireError
-from .options import OPTION_CLASSES, Option, UnknownOption, option_type
+from .options import OPTION_CLASSES, Option, UnknownOption
 
 _HEAD = struct.Struct("!BBBBH")  # payload proto, header len, MH type, reserved, checksum
 _BU = struct.Struct("!HHH")  # sequence, flags, lifetime
@@ -104,8 +104,8 @@ def mh_checksum(mh: bytes, src: IPv6Address, dst: IPv6Address) -> int:
 
 # Per-class and per-type tables, built once: the hot loops below then do one lookup per
 # option instead of several attribute reads and calls.
-_ENCODE_META: dict[type[Option], tuple[int, int, int]] = {
-    cls: (cls.TYPE, *cls.ALIGN) for cls in OPTION_CLASSES.values()
+_ALIGN: dict[type[Option], tuple[int, int]] = {
+    cls: cls.ALIGN for cls in OPTION_CLASSES.values() if cls.ALIGN != (1, 0)
 }
 _DECODERS: list[tuple[object, int, int, bool] | None] = [None] * 256
 for _type, _cls in OPTION_CLASSES.items():
@@ -117,19 +117,15 @@ def _encode_options(options: tuple[Option, ...]) -> bytes:
     parts: list[bytes] = []
     offset = OPTIONS_OFFSET
     for opt in options:
-        meta = _ENCODE_META.get(type(opt))
-        otype, x, y = meta if meta is not None else (option_type(opt), 1, 0)
-        pad = (y - offset) % x
-        if pad:
-            parts.append(_PADS[pad])
-            offset += pad
-        body = opt.body()
-        size = len(body)
-        if size > 255:
-            raise ValueError(f"option {type(opt).__name__} body longer than 255 octets")
-        parts.append(bytes((otype, size)))
-        parts.append(body)
-        offset += 2 + size
+        align = _ALIGN.get(type(opt))
+        if align is not None:
+            pad = (align[1] - offset) % align[0]
+            if pad:
+                parts.append(_PADS[pad])
+                offset += pad
+        tlv = opt.tlv()
+        parts.append(tlv)
+        offset += len(tlv)
     parts.append(_PADS[-offset % 8])
     return b"".join(parts)
 

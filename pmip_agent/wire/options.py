@@ -44,6 +44,13 @@ class Option:
     def body(self) -> bytes:
         raise NotImplementedError
 
+    def tlv(self) -> bytes:
+        """Type, Len and body: the option as it goes on the wire (without padding)."""
+        body = self.body()
+        if len(body) > 255:
+            raise ValueError(f"option {type(self).__name__} body longer than 255 octets")
+        return bytes((self.TYPE, len(body))) + body
+
     @classmethod
     def parse(cls, body: bytes) -> Option:
         raise NotImplementedError
@@ -102,6 +109,9 @@ class HandoffIndicatorOption(Option):
     def body(self) -> bytes:
         return bytes((0, self.value))
 
+    def tlv(self) -> bytes:
+        return bytes((OptionType.HANDOFF_INDICATOR, 2, 0, self.value))
+
     @classmethod
     def parse(cls, body: bytes) -> HandoffIndicatorOption:
         _need_len(body, 2, "handoff indicator")
@@ -117,6 +127,9 @@ class AccessTechTypeOption(Option):
 
     def body(self) -> bytes:
         return bytes((0, self.value))
+
+    def tlv(self) -> bytes:
+        return bytes((OptionType.ACCESS_TECH_TYPE, 2, 0, self.value))
 
     @classmethod
     def parse(cls, body: bytes) -> AccessTechTypeOption:
@@ -179,6 +192,9 @@ class Timestamp(Option):
 
     def body(self) -> bytes:
         return self.value.to_bytes(8, "big")
+
+    def tlv(self) -> bytes:
+        return b"\x1b\x08" + self.value.to_bytes(8, "big")
 
     @classmethod
     def parse(cls, body: bytes) -> Timestamp:
@@ -372,6 +388,11 @@ class UnknownOption(Option):
 
     def body(self) -> bytes:
         return self.data
+
+    def tlv(self) -> bytes:
+        if len(self.data) > 255:
+            raise ValueError("unknown option body longer than 255 octets")
+        return bytes((self.type, len(self.data))) + self.data
 
 
 OPTION_CLASSES: dict[int, type[Option]] = {
