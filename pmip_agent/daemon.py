@@ -292,7 +292,11 @@ class LmaService(Service):
         self.flush()
 
     def persist(self, events: list[ev.Event]) -> None:
-        self.store.apply(events)
+        # Restored bindings came from the store: writing them back would cost a full
+        # rewrite of the database at every start.
+        self.store.apply(
+            e for e in events if not (type(e) is ev.BindingUp and e.change == "restored")
+        )
 
     def send(self, tx: ev.Transmit) -> None:
         try:

@@ -573,7 +573,7 @@ class LmaEngine:
     ) -> tuple[IPv4Address, int, IPv4Address | None, str, str | None]:
         rfc = pbu.profile is WireProfile.RFC5844
         req = pbu.ipv4[0].address
-        mn_id = profile.mn_id
+        mn_id = pbu.mnid.identifier  # type: ignore[union-attr]  # profiles may be shared
         by_hoa = self._by_hoa
         refuse_address = self._refuse_rfc if rfc else self._refuse_draft
 
