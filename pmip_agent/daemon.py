@@ -623,7 +623,10 @@ class MagService(Service):
 
     def unsaved_state(self) -> bool:
         # Without timestamps the LMA checks sequence numbers (RFC 6275 §9.5.1), so a
-        # restarted MAG must continue after the last one it sent.
+        # restarted MAG must continue after the last one it sent. With timestamps (the
+        # default) it need not, and a commit per PBU would only add latency.
+        if self.engine.settings.timestamps:
+            return False
         return self.engine.sequence != self._saved_sequence
 
     def send(self, tx: ev.Transmit) -> None:
