@@ -112,6 +112,8 @@ class DhcpAgent:
             self._forget(mn_id)
             return
         grant = self.grants.get(mn_id)
+        if grant is None and kind == DISCOVER:
+            grant = self._grant_from_engine(mn_id)
         if kind == INFORM:
             if grant is not None:
                 self._reply(client, msg, ACK, IPv4Address(0), grant, lease=False)
@@ -123,6 +125,20 @@ class DhcpAgent:
                 client.waiting = msg  # answered when the PBA arrives (Figure 2, step 5)
             return  # a RENEW is answered only while the binding is valid
         self._answer(client, msg, grant)
+
+    def _grant_from_engine(self, mn_id: bytes) -> Grant | None:
+        view = self.engine.entry(mn_id)
+        if view is None or not view.registered or view.ipv4_hoa is None:
+            return None
+        grant = Grant(
+            view.ipv4_hoa,
+            view.ipv4_prefix_len,
+            view.ipv4_default_router,
+            int(view.expires_at - self.clock()),
+            self.clock(),
+        )
+        self.grants[mn_id] = grant
+        return grant
 
     def _answer(self, client: _Client, msg: DhcpMessage, grant: Grant) -> None:
         kind = msg.message_type
@@ -156,8 +172,14 @@ class DhcpAgent:
     ) -> None:
         lease_s = None
         if lease:
-            remaining = int(grant.lifetime_s - (self.clock() - grant.granted_at))
-            lease_s = max(60, min(self.lease_s, remaining))  # never past the binding
+            view = self.engine.entry(client.mn_id)
+            expires = (
+                view.expires_at
+                if view is not None and view.registered
+                else grant.granted_at + grant.lifetime_s
+            )
+            remaining = int(expires - self.clock())
+            lease_s = max(1, min(self.lease_s, remaining))  # never past the binding
         data = codec.build_reply(
             request,
             kind,
@@ -186,7 +208,7 @@ class DhcpAgent:
             # INIT-REBOOT of a roaming MN: register the address it holds before the
             # server's ACK reaches it, so the lease continues (issue "Roaming").
             grant = self.grants.get(client.mn_id)
-            if msg.requested_ip is not None and (grant is None or grant.hoa != msg.requested_ip):
+            if msg.requested_ip is not None and grant is None:
                 plen = prefix.prefixlen if prefix is not None else 32
                 self.engine.learn_ipv4(client.mn_id, msg.requested_ip, plen, self._now)
         client.xids.add(msg.xid)
@@ -210,7 +232,11 @@ class DhcpAgent:
             return
         kind = msg.message_type
         grant = self.grants.get(client.mn_id)
-        if kind in (OFFER, ACK) and (grant is None or grant.hoa != msg.yiaddr):
+        if (
+            kind in (OFFER, ACK)
+            and msg.yiaddr != IPv4Address(0)
+            and (grant is None or grant.hoa != msg.yiaddr)
+        ):
             # Figure 3 steps 2-4: report the offered address in a PBU, hold the reply.
             client.held_reply = msg
             plen = _prefix_len(msg.subnet_mask)
