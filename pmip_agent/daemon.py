@@ -235,6 +235,22 @@ class Service:
                 e.reason, time.time(), "dropped message from %s: %s %s", e.peer, e.reason, e.detail
             )
             return
+        if kind is ev.PbuRejected:
+            # Senders choose what gets rejected, so these are rate-limited like bad input,
+            # keyed by status (the MN and the peer are the sender's choice too).
+            r: Any = event
+            mn = _mn(r.mn_id) if r.mn_id else "?"
+            self.drops.warning(
+                f"pbu-rejected-{r.status}",
+                time.time(),
+                "PBU rejected: mn=%s from %s status=%s (%s)%s",
+                mn,
+                r.peer,
+                r.status,
+                r.reason,
+                f" ipv4_status={r.ipv4_status}" if r.ipv4_status is not None else "",
+            )
+            return
         mn_id = getattr(event, "mn_id", None) or getattr(
             getattr(event, "binding", None), "mn_id", None
         )
@@ -372,12 +388,6 @@ class LmaService(Service):
             return (
                 logging.INFO,
                 f"binding deleted: mn={_mn(e.mn_id)} hoa={e.ipv4_hoa or '-'} released",
-            )
-        if kind is ev.PbuRejected:
-            mn = _mn(e.mn_id) if e.mn_id else "?"
-            return logging.WARNING, (
-                f"PBU rejected: mn={mn} from {e.peer} status={e.status} ({e.reason})"
-                + (f" ipv4_status={e.ipv4_status}" if e.ipv4_status is not None else "")
             )
         return logging.DEBUG, ""
 

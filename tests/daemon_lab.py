@@ -171,7 +171,8 @@ class Topology:
         lma: dict[str, Any] = {
             "lmaa": LMAA,
             "ipv4_lmaa": LMA_V4,
-            "allowed_mags": [PROXY_COA],
+            # Over UDP the LMA also checks the real IPv4 source: the MAG's, or its NAT's.
+            "allowed_mags": [PROXY_COA, MAG_V4_DIRECT, NAT_OUTSIDE],
             "ipv4_pools": [{"name": "pool1", "prefix": "10.10.0.0/24"}],
             "hnp_pool": {"prefix": "2001:db8:100::/48", "length": 64},
         }

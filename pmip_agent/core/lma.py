@@ -113,6 +113,11 @@ class _Pbu:
         self.profile = profile
 
 
+def _mapped(v4: IPv4Address) -> IPv6Address:
+    """The IPv4-mapped IPv6 form in which allowed_mags lists IPv4 addresses."""
+    return IPv6Address(b"\0" * 10 + b"\xff\xff" + v4.packed)
+
+
 def _timestamp_offset(mh: bytes) -> int | None:
     """Where the Timestamp option's value sits in a Mobility Header, or None."""
     offset = 12
@@ -319,7 +324,13 @@ class LmaEngine:
         if pbu.mnid is None:
             raise _Reject(Status.MISSING_MN_IDENTIFIER_OPTION)
         mn_id = pbu.mnid.identifier
-        if settings.allowed_mags is not None and peer.v6 not in settings.allowed_mags:
+        allowed = settings.allowed_mags
+        if allowed is not None and (
+            peer.v6 not in allowed
+            # Over UDP the inner IPv6 source is whatever the sender wrote: the address the
+            # packet really came from (the MAG's, or its NAT's) must be allowed too.
+            or (peer.v4 is not None and _mapped(peer.v4) not in allowed)
+        ):
             raise _Reject(Status.MAG_NOT_AUTHORIZED_FOR_PROXY_REG)
         profile = self.profiles.get(mn_id)
         if profile is None:
