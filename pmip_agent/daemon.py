@@ -229,6 +229,12 @@ class Service:
 
     def _log_event(self, event: ev.Event) -> None:
         kind = type(event)
+        if (
+            kind is ev.BindingUp
+            and event.change == "refreshed"  # type: ignore[union-attr]
+            and not self.log.isEnabledFor(logging.DEBUG)
+        ):
+            return  # the commonest event: not even looked at unless DEBUG is on
         if kind is ev.MessageDropped:
             e: Any = event
             self.drops.warning(
@@ -255,12 +261,6 @@ class Service:
             getattr(event, "binding", None), "mn_id", None
         )
         extra = {"mn_id": _mn(mn_id)} if mn_id is not None else {}
-        if (
-            type(event) is ev.BindingUp
-            and event.change == "refreshed"  # type: ignore[union-attr]
-            and not self.log.isEnabledFor(logging.DEBUG)
-        ):
-            return  # the commonest event: do not even format it
         level, text = self.describe(event)
         if text:
             self.log.log(level, text, extra=extra)

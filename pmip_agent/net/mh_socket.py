@@ -24,6 +24,7 @@ class MhSocket:
         if bind is not None:
             self.sock.bind((str(bind), 0))
         self._addr_cache: dict[str, IPv6Address] = {}
+        self._text_cache: dict[IPv6Address, str] = {}
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -46,7 +47,13 @@ class MhSocket:
         return out
 
     def send(self, data: bytes, dst: IPv6Address) -> None:
-        self.sock.sendto(data, (str(dst), 0))
+        # str(IPv6Address) costs about as much as the sendto itself: keep the text.
+        text = self._text_cache.get(dst)
+        if text is None:
+            if len(self._text_cache) > 4096:
+                self._text_cache.clear()
+            text = self._text_cache[dst] = str(dst)
+        self.sock.sendto(data, (text, 0))
 
     def close(self) -> None:
         self.sock.close()
