@@ -24,6 +24,7 @@ from .control.server import ControlServer
 from .core import events as ev
 from .core.lma import LmaEngine
 from .core.mag import MagEngine
+from .dataplane import LmaDataPlane, MagDataPlane
 from .dhcp import codec as dhcp
 from .dhcp.agent import DhcpAgent
 from .dhcp.sockets import DhcpInterfaceSocket, DhcpRelaySocket
@@ -287,12 +288,19 @@ class LmaService(Service):
             self.udp = Udp4Socket(None, cfg.lma.udp_port)
             self._watch(self.udp, self._on_udp)
         self.metrics.state.read = self._state
+        self.dataplane: LmaDataPlane | None = None
+        if cfg.dataplane.enabled:  # tunnels and routes follow the binding events
+            self.dataplane = LmaDataPlane(cfg, self.loop.call_soon)
+            self.dataplane.start()
+            self.observers.append(self.dataplane.observe)
 
     def stop(self) -> None:
         self.mh.close()
         if self.udp is not None:
             self.udp.close()
         self.store.close()
+        if self.dataplane is not None:
+            self.dataplane.close()
 
     def _on_mh(self) -> None:
         now = time.time()
@@ -428,6 +436,12 @@ class MagService(Service):
         self.links = LinkMonitor(access, self._on_link)
         self.solicits = RouterSolicitationListener(access, self._on_solicit)
         self._watch(self.solicits, self.solicits.on_readable)
+        self.dataplane: MagDataPlane | None = None
+        if cfg.dataplane.enabled:  # per-MN routing into the tunnels, RAs on access links
+            self.dataplane = MagDataPlane(cfg, self.loop.call_later)
+            self.dataplane.start()
+            self.observers.append(self.dataplane.observe)
+            self.solicits.subscribers.append(self.dataplane.on_solicit)
         self.dhcp_sockets: dict[str, tuple[int, DhcpInterfaceSocket]] = {}
         self.dhcp_relay: DhcpRelaySocket | None = None
         self.dhcp_agent: DhcpAgent | None = None
@@ -474,6 +488,8 @@ class MagService(Service):
             if sock is not None:
                 sock.close()
         self.store.close()
+        if self.dataplane is not None:
+            self.dataplane.close()
 
     async def stop_async(self) -> None:
         await self.links.close()
@@ -500,6 +516,8 @@ class MagService(Service):
         if mn_id is None:
             return None
         known = self.engine.entry(mn_id) is not None
+        if self.dataplane is not None:  # on a shared link only this tells where the MN is
+            self.dataplane.locate(mn_id, ifname)
         if not self.engine.attach(mn_id, time.time(), link_layer_id=mac):
             self.log.warning("attach on %s: MN %s has no LMA to serve it", ifname, _mn(mn_id))
             return None

@@ -145,6 +145,10 @@ class Topology:
             lab.addr(self.ns_lma, "tr0", f"{LMA_V4}/24")
             lab.addr(self.ns_mag, "tr0", f"{MAG_V4_DIRECT}/24")
             mag_v4 = MAG_V4_DIRECT
+        # The MN's kernel would send Router Solicitations of its own as soon as eth0 is
+        # up; tests that attach by RS or DHCP must decide when the MAG hears from it.
+        for scope in ("all", "default"):
+            lab.run(self.ns_mn, f"sysctl -qw net.ipv6.conf.{scope}.router_solicitations=0")
         lab.link(self.ns_mn, "eth0", self.ns_mag, "acc1")
         lab.run(self.ns_mn, f"ip link set eth0 address {MN_MAC}")
         self.lma = self._daemon(

@@ -102,6 +102,8 @@ class RouterSolicitationListener:
     ) -> None:
         self.watched = set(interfaces)
         self.on_solicit = on_solicit
+        # Further listeners, called after on_solicit (the data plane answers with an RA).
+        self.subscribers: list[Callable[[str, bytes | None], None]] = []
         self.sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
         self.sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, _only_router_solicitations())
         self.sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1)
@@ -136,7 +138,10 @@ class RouterSolicitationListener:
                     with contextlib.suppress(OSError):
                         ifname = socket.if_indextoname(int.from_bytes(value[16:20], "little"))
             if ifname in self.watched and len(data) >= 8 and data[0] == ND_ROUTER_SOLICIT:
-                self.on_solicit(ifname, _source_link_layer(data[8:]))
+                mac = _source_link_layer(data[8:])
+                self.on_solicit(ifname, mac)
+                for subscriber in self.subscribers:
+                    subscriber(ifname, mac)
 
     def close(self) -> None:
         self.sock.close()
