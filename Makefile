@@ -7,7 +7,7 @@ APT_PACKAGES := tshark iproute2 nftables busybox iperf3 python3-venv kea-dhcp4-s
 
 .PHONY: test lint unit deps venv bench bench-quick clean lab lab-down
 
-test: deps venv lint unit
+test: deps venv ansible-venv lint unit
 
 deps: .deps-stamp
 .deps-stamp: Makefile
@@ -39,7 +39,7 @@ bench: venv
 	$(PY) bench/run_all.py
 
 # The main job: seed Figure 1 in network namespaces, deployed and exercised.
-lab: deps venv
+lab: deps venv ansible-venv
 	$(PY) lab/figure1.py up
 
 lab-down: venv
@@ -47,3 +47,22 @@ lab-down: venv
 
 clean:
 	rm -rf $(VENV) .deps-stamp build .pytest_cache .hypothesis
+
+# --- Ansible: roles, plugins, inventories, Molecule (issue 6) ----------------------------
+# requirements-ansible.txt pins ansible-core, ansible (the collections), molecule and
+# ansible-lint, installed into the same venv.
+.PHONY: ansible-venv ansible-lint ansible-unit molecule molecule-all lab-converge
+ANSIBLE_ENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" ANSIBLE_CONFIG="$(CURDIR)/ansible.cfg"
+
+ansible-venv: $(VENV)/.ansible-stamp
+$(VENV)/.ansible-stamp: requirements-ansible.txt $(VENV)/.stamp
+	$(VENV)/bin/pip install -q -r requirements-ansible.txt
+	@touch $@
+
+ansible-lint: ansible-venv
+	$(ANSIBLE_ENV) ANSIBLE_VAULT_PASSWORD_FILE="$(CURDIR)/inventories/lab/vault-password.txt" \
+	  $(VENV)/bin/ansible-lint
+
+# The filter, module and plan unit tests (tests/test_ansible*.py also run under `unit`).
+ansible-unit: ansible-venv
+	$(ANSIBLE_ENV) $(PY) -m pytest -q tests/test_ansible_filters.py tests/test_ansible_lab.py

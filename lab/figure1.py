@@ -1,4 +1,4 @@
-"""The lab: seed Figure 1 in network namespaces, deployed and exercised.
+"""The lab: seed Figure 1 in network namespaces, deployed by Ansible and exercised.
 
     LMA1 ── NAT1 ──┐                 ┌── LMA2          each LMA also has a home leg
                    ├──── net ────────┤                 to the CN ("cn")
@@ -9,9 +9,12 @@
 MN1: IPv4-only, HoA from LMA1's pool. MN2: dual-stack, static HoA, anchored at LMA2.
 MN3: IPv4-only, HoA from Kea through MAG2's relay hook, anchored at LMA1.
 
-`up` builds what is missing (a second run changes nothing), starts the daemons, runs the
-scenario and writes build/lab-report.json. `down` removes everything. Every figure in the
-report is observed (pmipctl, DHCP client scripts, pings), never read from configuration.
+`up` runs `ansible-playbook -i inventories/lab playbooks/lab.yml`: the lab_topology role
+builds (or repairs) the namespaces and links, then the nat, kea, strongswan, pmip_lma
+and pmip_mag roles deploy into them (a second run changes nothing). Then it runs the
+scenario and writes build/lab-report.json. `down` removes everything. Every figure in
+the report is observed (pmipctl, DHCP client scripts, pings), never read from
+configuration.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ import contextlib
 import itertools
 import json
 import os
+import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,10 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "build" / "lab"
+HOSTS = BUILD / "hosts"  # each namespace host's files (inventories/lab: lab_host_root)
 VENV_BIN = Path(sys.executable).parent
 PREFIX = "pl"  # every lab namespace is pl-<name>; `down` removes exactly those
 NAMESPACES = [
@@ -50,6 +54,8 @@ NAMESPACES = [
     "mn3",
 ]
 
+# The same addresses as roles/lab_topology/defaults/main.yml, which the inventory and the
+# roles read (tests/test_ansible_lab.py checks that they agree).
 CN_V4, CN_V6 = "192.0.2.100", "2001:db8:cc::100"
 LMAA1, LMAA2 = "2001:db8:12::2", "2001:db8:3::2"
 IPV4_LMAA1, IPV4_LMAA2 = "198.18.1.2", "198.18.3.2"  # LMA1's is NAT1's public address
@@ -60,6 +66,7 @@ MNS = {
     "mn2": {"mn_id": "mn2@lab.example", "mac": "02:00:00:00:00:02", "mag": "mag1", "lma": "lma2"},
     "mn3": {"mn_id": "mn3@lab.example", "mac": "02:00:00:00:00:03", "mag": "mag2", "lma": "lma1"},
 }
+AGENTS = ["lma1", "lma2", "mag1", "mag2"]
 
 
 def ns(name: str) -> str:
@@ -79,7 +86,7 @@ def existing_namespaces() -> set[str]:
     return {n for n in out if n.startswith(f"{PREFIX}-")}
 
 
-# --- topology ---------------------------------------------------------------------------
+# --- the mobile nodes' access links (the scenario moves them) --------------------------
 
 
 def link(a: str, if_a: str, b: str, if_b: str) -> None:
@@ -93,107 +100,6 @@ def link(a: str, if_a: str, b: str, if_b: str) -> None:
     nsx(b, f"ip link set {if_b} up")
 
 
-def addr(name: str, ifname: str, cidr: str) -> None:
-    nsx(name, f"ip addr add {cidr} dev {ifname}" + (" nodad" if ":" in cidr else ""))
-
-
-def build_topology() -> None:
-    for name in NAMESPACES:
-        sh(f"ip netns add {ns(name)}")
-        nsx(name, "ip link set lo up")
-        for family in ("ipv4", "ipv6"):
-            nsx(name, f"sysctl -qw net.{family}.conf.all.forwarding=1")
-    # The transport network: "net" routes between everyone.
-    link("net", "n-mag1", "mag1", "tr0")
-    addr("net", "n-mag1", "2001:db8:1::1/64")
-    addr("mag1", "tr0", f"{MAG1_COA}/64")
-    link("net", "n-nat1", "nat1", "out0")
-    addr("net", "n-nat1", "198.18.1.1/24")
-    addr("nat1", "out0", f"{IPV4_LMAA1}/24")
-    addr("net", "n-nat1", "2001:db8:11::1/64")
-    addr("nat1", "out0", "2001:db8:11::2/64")
-    link("nat1", "in0", "lma1", "tr0")
-    addr("nat1", "in0", "10.1.0.1/24")
-    addr("lma1", "tr0", "10.1.0.2/24")
-    addr("nat1", "in0", "2001:db8:12::1/64")
-    addr("lma1", "tr0", f"{LMAA1}/64")
-    link("net", "n-lma2", "lma2", "tr0")
-    addr("net", "n-lma2", "198.18.3.1/24")
-    addr("lma2", "tr0", f"{IPV4_LMAA2}/24")
-    addr("net", "n-lma2", "2001:db8:3::1/64")
-    addr("lma2", "tr0", f"{LMAA2}/64")
-    link("net", "n-nat2", "nat2", "out0")
-    addr("net", "n-nat2", "198.18.2.1/24")
-    addr("nat2", "out0", "198.18.2.2/24")
-    link("nat2", "in0", "mag2", "tr0")
-    addr("nat2", "in0", "10.2.0.1/24")
-    addr("mag2", "tr0", f"{MAG2_PRIVATE}/24")
-    addr("mag2", "lo", f"{MAG2_COA}/128")  # the inner IPv6 source of its PBUs
-    # Routes.
-    nsx("net", "ip -6 route add 2001:db8:12::/64 via 2001:db8:11::2")
-    nsx("nat1", "ip -6 route add default via 2001:db8:11::1")
-    nsx("nat1", "ip route add default via 198.18.1.1")
-    for name, gw4, gw6 in (
-        ("lma1", "10.1.0.1", "2001:db8:12::1"),
-        ("lma2", "198.18.3.1", "2001:db8:3::1"),
-    ):
-        nsx(name, f"ip route add default via {gw4}")
-        nsx(name, f"ip -6 route add default via {gw6}")
-    nsx("mag1", "ip -6 route add default via 2001:db8:1::1")
-    nsx("nat2", "ip route add default via 198.18.2.1")
-    nsx("mag2", "ip route add default via 10.2.0.1")
-    # NAT1 publishes LMA1 (signalling 5436, data 5437); NAT2 masquerades MAG2.
-    nft(
-        "nat1",
-        "add table ip nat\n"
-        "add chain ip nat pre { type nat hook prerouting priority -100 ; }\n"
-        "add chain ip nat post { type nat hook postrouting priority 100 ; }\n"
-        "add rule ip nat pre iifname out0 udp dport { 5436, 5437 } dnat to 10.1.0.2\n"
-        "add rule ip nat post oifname out0 masquerade\n",
-    )
-    nft(
-        "nat2",
-        "add table ip nat\n"
-        "add chain ip nat post { type nat hook postrouting priority 100 ; }\n"
-        "add rule ip nat post oifname out0 masquerade\n",
-    )
-    # Kea on its own link to MAG2 (the relay path of Figure 3).
-    link("mag2", "k0", "kea", "k0")
-    addr("mag2", "k0", "192.0.2.65/26")
-    addr("kea", "k0", "192.0.2.66/26")
-    # The CN behind both LMAs' home legs.
-    for i, lma in ((1, "lma1"), (2, "lma2")):
-        link(lma, "home0", "cn", f"h{i}")
-        addr(lma, "home0", f"172.16.{i}.1/24")
-        addr("cn", f"h{i}", f"172.16.{i}.2/24")
-        addr(lma, "home0", f"2001:db8:c{i}::1/64")
-        addr("cn", f"h{i}", f"2001:db8:c{i}::2/64")
-        nsx(lma, f"ip route add {CN_V4}/32 via 172.16.{i}.2")
-        nsx(lma, f"ip -6 route add {CN_V6}/128 via 2001:db8:c{i}::2")
-    addr("cn", "lo", f"{CN_V4}/32")
-    addr("cn", "lo", f"{CN_V6}/128")
-    for prefix, gw in (
-        ("10.100.0.0/24", "172.16.1.1"),
-        ("10.150.0.0/24", "172.16.1.1"),
-        ("10.200.0.0/24", "172.16.2.1"),
-    ):
-        nsx("cn", f"ip route add {prefix} via {gw}")
-    nsx("cn", "ip -6 route add 2001:db8:200::/48 via 2001:db8:c2::1")
-    # Mobile nodes, each on its own access link (a point-to-point link per MN).
-    for mn, spec in MNS.items():
-        attach(mn, spec["mag"])
-
-
-def nft(name: str, script: str) -> None:
-    subprocess.run(
-        ["ip", "netns", "exec", ns(name), "nft", "-f", "-"],
-        input=script,
-        text=True,
-        check=True,
-        capture_output=True,
-    )
-
-
 def attach(mn: str, mag: str) -> None:
     """Give ``mn`` an access link (its eth0) to ``mag``; any old one goes first."""
     nsx(mn, "ip link del eth0", check=False)
@@ -201,138 +107,53 @@ def attach(mn: str, mag: str) -> None:
     nsx(mn, f"ip link set eth0 address {MNS[mn]['mac']}")
 
 
-# --- configuration and daemons ----------------------------------------------------------
+# --- deployment: Ansible ---------------------------------------------------------------
+
+RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)")
 
 
-def profiles(lma: str | None) -> list[dict[str, Any]]:
-    out = []
-    for mn, spec in MNS.items():
-        if lma is not None and spec["lma"] != lma:
-            continue
-        if mn == "mn1":
-            ipv4: dict[str, Any] = {"mode": "lma"}
-            if lma:
-                ipv4["pool"] = "home1"
-        elif mn == "mn2":
-            ipv4 = {"mode": "static", "address": "10.200.0.5/24", "default_router": "10.200.0.1"}
-        else:
-            ipv4 = {
-                "mode": "dhcp-server",
-                "prefix": "10.150.0.0/24",
-                "default_router": "10.150.0.1",
-            }
-        entry: dict[str, Any] = {"mn_id": spec["mn_id"], "ipv6": mn == "mn2", "ipv4": ipv4}
-        if lma is None:
-            entry["lma"] = spec["lma"]
-            entry["link_layer_ids"] = [spec["mac"]]
-        out.append(entry)
-    return out
+def ensure_ansible() -> None:
+    """Ansible comes from requirements-ansible.txt (`make ansible-venv`)."""
+    subprocess.run(["make", "-s", "-C", str(ROOT), "ansible-venv"], check=True)
 
 
-def configs() -> dict[str, dict[str, Any]]:
-    common = {"log": {"level": "info", "format": "text"}}
-    lmas = [
-        {"name": "lma1", "lmaa": LMAA1, "ipv4_lmaa": IPV4_LMAA1},
-        {"name": "lma2", "lmaa": LMAA2, "ipv4_lmaa": IPV4_LMAA2},
+def deploy() -> list[str]:
+    """Converge the lab with ansible-playbook. Returns what changed, per host."""
+    BUILD.mkdir(parents=True, exist_ok=True)
+    log = BUILD / "ansible.log"
+    argv = [
+        str(VENV_BIN / "ansible-playbook"),
+        "-i",
+        str(ROOT / "inventories" / "lab"),
+        str(ROOT / "playbooks" / "lab.yml"),
+        "--vault-password-file",
+        str(ROOT / "inventories" / "lab" / "vault-password.txt"),
+        "-e",
+        f"lab_topology_prefix={PREFIX}",
     ]
-    out: dict[str, dict[str, Any]] = {
-        "lma1": {
-            "role": "lma",
-            "lma": {
-                "lmaa": LMAA1,
-                "ipv4_lmaa": IPV4_LMAA1,
-                "allowed_mags": [MAG1_COA, MAG2_COA],
-                "ipv4_pools": [{"name": "home1", "prefix": "10.100.0.0/24"}],
-                "dhcp_server_pools": ["10.150.0.0/24"],
-            },
-            "mobile_nodes": profiles("lma1"),
-        },
-        "lma2": {
-            "role": "lma",
-            "lma": {
-                "lmaa": LMAA2,
-                "ipv4_lmaa": IPV4_LMAA2,
-                "allowed_mags": [MAG1_COA, MAG2_COA],
-                "ipv4_pools": [{"name": "home2", "prefix": "10.201.0.0/24"}],
-                "hnp_pool": {"prefix": "2001:db8:200::/48", "length": 64},
-            },
-            "mobile_nodes": profiles("lma2"),
-        },
-        "mag1": {
-            "role": "mag",
-            "mag": {
-                "proxy_coa": MAG1_COA,
-                "lmas": [{**p, "transport": "ipv6"} for p in lmas],
-                "access_interfaces": [
-                    {"name": f"acc-{m}", "mn_id": s["mn_id"]} for m, s in MNS.items() if m != "mn3"
-                ],
-                "dhcp": {"mode": "server"},
-            },
-            "mobile_nodes": [p for p in profiles(None) if p["ipv4"]["mode"] != "dhcp-server"],
-        },
-        "mag2": {
-            "role": "mag",
-            "mag": {
-                "proxy_coa": MAG2_COA,
-                "ipv4_proxy_coa": MAG2_PRIVATE,
-                "lmas": [{**p, "transport": "ipv4"} for p in lmas],
-                "access_interfaces": [
-                    {"name": f"acc-{m}", "mn_id": s["mn_id"]} for m, s in MNS.items()
-                ],
-                "dhcp": {"mode": "relay", "servers": ["192.0.2.66"], "relay_address": "192.0.2.65"},
-            },
-            "mobile_nodes": profiles(None),
-        },
-    }
-    for i, (name, cfg) in enumerate(out.items()):
-        cfg.update(
-            common,
-            node_name=name,
-            state_dir=str(BUILD / "state" / name),
-            control_socket=str(BUILD / f"{name}.sock"),
-            metrics={"enabled": True, "address": "127.0.0.1", "port": 9436 + i},
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
+    t0 = time.monotonic()
+    with log.open("w") as out:
+        proc = subprocess.run(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    text = log.read_text()
+    recap = [m.groups() for line in text.splitlines() if (m := RECAP.match(line))]
+    print(f"ansible-playbook: {time.monotonic() - t0:.1f} s (log: {log.relative_to(ROOT)})")
+    for host, ok, changed, unreachable, failed in recap:
+        print(
+            f"  {host:10} ok={ok:3} changed={changed:3} unreachable={unreachable} failed={failed}"
         )
-    return out
-
-
-def write_if_changed(path: Path, text: str) -> bool:
-    if path.exists() and path.read_text() == text:
-        return False
-    path.write_text(text)
-    return True
-
-
-def pid_alive(pidfile: Path) -> int | None:
-    try:
-        pid = int(pidfile.read_text())
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError):
-        return None
-
-
-def start_daemon(name: str, argv: list[str], env: dict[str, str] | None = None) -> bool:
-    """Start ``argv`` in namespace ``name`` unless it already runs. True if started."""
-    pidfile = BUILD / f"{name}.pid"
-    if pid_alive(pidfile):
-        return False
-    log = (BUILD / f"{name}.log").open("ab")
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", ns(name), *argv],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        start_new_session=True,
-    )
-    pidfile.write_text(str(proc.pid))
-    return True
+    if proc.returncode != 0:
+        tail = "\n".join(text.splitlines()[-40:])
+        raise RuntimeError(f"ansible-playbook failed (exit {proc.returncode}):\n{tail}")
+    for name in AGENTS:
+        wait(lambda n=name: ctl(n, "status"), 20, f"{name} control socket")
+    return [f"{host}: {changed} changed" for host, _, changed, _, _ in recap if changed != "0"]
 
 
 def ctl(name: str, *args: str) -> Any:
-    out = sh(
-        f"{VENV_BIN}/pmipctl --socket {BUILD / (name + '.sock')} --json {' '.join(args)}",
-        check=False,
-    )
+    sock = HOSTS / name / "run" / "pmip" / f"{name}.sock"
+    out = sh(f"{VENV_BIN}/pmipctl --socket {sock} --json {' '.join(args)}", check=False)
     return json.loads(out.stdout) if out.returncode == 0 else None
 
 
@@ -346,49 +167,6 @@ def wait(predicate: Any, timeout: float, what: str) -> Any:
             pass
         time.sleep(0.1)
     raise RuntimeError(f"timed out waiting for {what}")
-
-
-def deploy() -> list[str]:
-    """Write configs and start what is not running. Returns what changed."""
-    changed = []
-    BUILD.mkdir(parents=True, exist_ok=True)
-    for name, cfg in configs().items():
-        path = BUILD / f"{name}.yaml"
-        if write_if_changed(path, yaml.safe_dump(cfg, sort_keys=True)):
-            changed.append(f"config {name}")
-            if pid := pid_alive(BUILD / f"{name}.pid"):
-                os.kill(pid, signal.SIGHUP)  # reload: bindings it still authorizes stay
-        if start_daemon(name, [f"{VENV_BIN}/pmip-agent", "run", "--config", str(path)]):
-            changed.append(f"started {name}")
-    kea = {
-        "Dhcp4": {
-            "interfaces-config": {"interfaces": ["k0"], "dhcp-socket-type": "udp"},
-            "lease-database": {"type": "memfile", "persist": False},
-            "valid-lifetime": 3600,
-            "client-classes": [{"name": "mn-home-150", "test": "relay4[5].hex == 0x0a960000"}],
-            "subnet4": [
-                {
-                    "id": 150,
-                    "subnet": "10.150.0.0/24",
-                    "pools": [
-                        {"pool": "10.150.0.100 - 10.150.0.199", "client-class": "mn-home-150"}
-                    ],
-                    "option-data": [{"name": "routers", "data": "10.150.0.1"}],
-                }
-            ],
-        }
-    }
-    kea_path = BUILD / "kea.json"
-    if write_if_changed(kea_path, json.dumps(kea, indent=1)):
-        changed.append("config kea")
-    run_dir = BUILD / "kea-run"
-    run_dir.mkdir(exist_ok=True)
-    env = {**os.environ, "KEA_PIDFILE_DIR": str(run_dir), "KEA_LOCKFILE_DIR": str(run_dir)}
-    if start_daemon("kea", ["kea-dhcp4", "-c", str(kea_path)], env):
-        changed.append("started kea")
-    for name in configs():
-        wait(lambda n=name: ctl(n, "status"), 20, f"{name} control socket")
-    return changed
 
 
 # --- the scenario -----------------------------------------------------------------------
@@ -541,15 +319,8 @@ def print_report(report: dict[str, Any]) -> None:
 
 def up() -> int:
     t0 = time.monotonic()
-    have = existing_namespaces()
-    if not have:
-        build_topology()
-        built = True
-    elif have != {ns(n) for n in NAMESPACES}:
-        print(f"a partial lab exists ({sorted(have)}); run `make lab-down` first", file=sys.stderr)
-        return 1
-    else:
-        built = False
+    built = not existing_namespaces()
+    ensure_ansible()
     changed = deploy()
     print("lab:", "built" if built else "already built", "; changes:", ", ".join(changed) or "none")
     report = scenario()
@@ -564,10 +335,6 @@ def up() -> int:
 
 
 def down() -> int:
-    for pidfile in BUILD.glob("*.pid"):
-        if pid := pid_alive(pidfile):
-            os.killpg(pid, signal.SIGTERM)
-        pidfile.unlink(missing_ok=True)
     for name in sorted(existing_namespaces()):
         for pid in sh(f"ip netns pids {name}", check=False).stdout.split():
             with contextlib.suppress(ProcessLookupError, ValueError):
@@ -576,6 +343,9 @@ def down() -> int:
     for path in BUILD.glob("*"):
         if path.is_file():
             path.unlink()
+    # The hosts' runtime directories (pid files, sockets) go with their processes.
+    for run in HOSTS.glob("*/run"):
+        shutil.rmtree(run, ignore_errors=True)
     print("lab removed")
     return 0
 
