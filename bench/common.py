@@ -352,14 +352,18 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def json_path(name: str, quick: bool = False) -> Path:
-    """Where a benchmark's results go: ``build/bench/<name>.json``, or
-    ``<name>.quick.json`` for a --quick smoke run (so it never overwrites a full run)."""
-    return OUT_DIR / f"{name}{'.quick' if quick else ''}.json"
+def json_path(name: str, quick: bool = False, tag: str | None = None) -> Path:
+    """Where a benchmark's results go: ``build/bench/<name>.json``; ``<name>.quick.json``
+    for a --quick smoke run (so it never overwrites a full run); with a tag (--tag T),
+    ``<name>.T.json`` (or ``<name>.T.quick.json``), to keep a run apart from others."""
+    parts = [name, *([tag] if tag else []), *(["quick"] if quick else []), "json"]
+    return OUT_DIR / ".".join(parts)
 
 
-def write_json(name: str, data: dict[str, Any], quick: bool = False) -> Path:
-    path = json_path(name, quick)
+def write_json(
+    name: str, data: dict[str, Any], quick: bool = False, tag: str | None = None
+) -> Path:
+    path = json_path(name, quick, tag)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
     print(f"\nwrote {path.relative_to(ROOT)}")
@@ -373,5 +377,10 @@ def arg_parser(doc: str | None) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--quick", action="store_true", help="a short smoke run (seconds, not minutes)"
+    )
+    parser.add_argument(
+        "--tag",
+        help="write build/bench/<name>.<TAG>.json instead of <name>.json (keeps this run "
+        "from being overwritten by the next one)",
     )
     return parser

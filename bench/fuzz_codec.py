@@ -746,6 +746,7 @@ def main() -> int:
             **res,
         },
         quick=args.quick,
+        tag=args.tag,
     )
     return 0
 

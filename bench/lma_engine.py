@@ -459,6 +459,7 @@ def main() -> int:
             "wall_s": round(elapsed, 1),
         },
         quick=args.quick,
+        tag=args.tag,
     )
     print(f"total {elapsed:.1f} s")
     return 0

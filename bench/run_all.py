@@ -7,6 +7,7 @@ other, never in parallel: the machine has two cores, and every figure is compare
 baseline measured in the same run.
 
     .venv/bin/python bench/run_all.py [--quick] [--only lma_engine,fuzz_codec] [--rev HEAD]
+    .venv/bin/python bench/run_all.py --summary-only     # re-summarise existing results
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ from common import (
     OUT_DIR,
     ROOT,
     arg_parser,
-    finish_machine_info,
     json_path,
-    machine_info,
     print_table,
     write_json,
 )
@@ -116,9 +115,14 @@ def main() -> int:
         "build/bench/code-<commit>/ and put first on PYTHONPATH) instead of the working "
         "tree, which may change while a long run goes on",
     )
+    parser.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="run nothing: summarise the JSON files already in build/bench/",
+    )
     args = parser.parse_args()
     env = dict(os.environ)
-    if args.rev:
+    if args.rev and not args.summary_only:
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(export_rev(args.rev)), env.get("PYTHONPATH")) if p
         )
@@ -128,16 +132,22 @@ def main() -> int:
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
 
-    machine = machine_info()
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     results: dict[str, Any] = {}
     failed = []
     for name in names:
-        cmd = [sys.executable, str(HERE / f"{name}.py")] + (["--quick"] if args.quick else [])
+        path = json_path(name, args.quick, args.tag)
+        if args.summary_only:
+            if path.exists():
+                data = json.loads(path.read_text())
+                results[name] = {"returncode": 0, "seconds": data.get("wall_s"), "data": data}
+            continue
+        cmd = [sys.executable, str(HERE / f"{name}.py")]
+        cmd += (["--quick"] if args.quick else []) + (["--tag", args.tag] if args.tag else [])
         print(f"\n===== {name} {'(quick) ' if args.quick else ''}=====", flush=True)
         t = time.perf_counter()
         rc = subprocess.run(cmd, env=env).returncode
         elapsed = time.perf_counter() - t
-        path = json_path(name, args.quick)
         if rc != 0 or not path.exists():
             failed.append(name)
             results[name] = {"returncode": rc, "seconds": round(elapsed, 1)}
@@ -155,11 +165,21 @@ def main() -> int:
             rows += summarise(name, res["data"])
         rows.append((f"{name} wall time", f"{res['seconds']} s", f"exit {res['returncode']}"))
     print_table(rows, ("figure", "value", "against"))
+    # The code measured is what the benchmark processes imported (the working tree or the
+    # --rev export), so the provenance comes from their JSON, not from this process.
+    machines = {n: r["data"]["machine"] for n, r in results.items() if "data" in r}
+    changed = [n for n, m in machines.items() if m.get("pmip_agent_changed_during_run")]
+    if changed:
+        print(f"WARNING: pmip_agent changed during the run of {', '.join(changed)}")
     write_json(
         "summary",
         {
             "quick": args.quick,
-            "machine": finish_machine_info(machine),
+            "started": started,
+            "pmip_agent_rev": sorted({m.get("pmip_agent_rev", "?") for m in machines.values()}),
+            "pmip_agent_sha1": sorted({m.get("pmip_agent_sha1", "?") for m in machines.values()}),
+            "pmip_agent_changed_during_run": changed,
+            "machines": machines,
             "benchmarks": {
                 n: {"seconds": r["seconds"], "returncode": r["returncode"]}
                 for n, r in results.items()
@@ -167,6 +187,7 @@ def main() -> int:
             "summary": [list(r) for r in rows],
         },
         quick=args.quick,
+        tag=args.tag,
     )
     if failed:
         print(f"FAILED: {', '.join(failed)}")
