@@ -550,6 +550,8 @@ class MagService(Service):
                 self._open_access(ifname)
             except OSError as exc:
                 self.log.warning("cannot listen on access link %s: %s", ifname, exc)
+        elif self.dataplane is not None:
+            self.dataplane.link_gone(ifname)
         mn_id = self.iface_mn.get(ifname)
         if mn_id is None:
             return  # a shared link: MNs are found by their RS or DHCP messages

@@ -278,3 +278,29 @@ def test_kill_9_and_restart_reinstalls_routes_without_duplicates(lab: Lab, tmp_p
     assert ours(dp.ns_mags[0]) == before
     aggregates = dp.lab.run(dp.ns_lma, "ip route show proto 77").stdout
     assert aggregates.count("unreachable 10.10.0.0/24") == 1, aggregates
+
+
+def test_a_recreated_access_link_is_served_again(lab: Lab, tmp_path: Path) -> None:
+    """An access link deleted and created again (a link per attachment, or one moved to
+    another namespace) takes its sysctls, routes and addresses with it. The MAG
+    deregisters the MN without tripping over the missing link, and when the link is back
+    it prepares it again: proxy ARP, the default router's address, the MN's routes."""
+    dp = DataplaneLab(lab, tmp_path, "ipv4").build()
+    dp.start()
+    hoa = dp.register(0)["ipv4_hoa"]
+    dp.configure_mn_ipv4(hoa)
+    assert " 0% packet loss" in _ping(dp, CN_V4)
+    mag = dp.ns_mags[0]
+    for _ in range(2):  # twice: what one deletion leaves behind must not spoil the next
+        lab.run(mag, "ip link del acc1")
+        wait_for(lambda: dp.mag_entry(0) is None, 10, what="the deregistration")
+        lab.link(mag, "acc1", dp.ns_sw, "p1")
+        lab.run(mag, "ip link set acc1 down")
+        lab.run(mag, f"ip link set acc1 address {MAG_ACCESS_MAC}")
+        lab.run(dp.ns_sw, "ip link set p1 master br0")
+        lab.run(mag, "ip link set acc1 up")
+        assert wait_for(lambda: dp.mag_entry(0), 10, what="re-registration")["ipv4_hoa"] == hoa
+        wait_for(lambda: " 0% packet loss" in _ping(dp, CN_V4, 1), 10, what="the CN again")
+        assert lab.run(mag, "sysctl -n net.ipv4.conf.acc1.proxy_arp").stdout.strip() == "1"
+        assert f"inet {ROUTER_V4}/32" in lab.run(mag, "ip -4 addr show dev acc1").stdout
+    assert "Traceback" not in dp.mags[0].log_text()

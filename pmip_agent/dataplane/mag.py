@@ -95,6 +95,9 @@ class MagDataPlane:
         self.pending: dict[bytes, ev.TunnelNeeded] = {}
         self.refs: Counter[TunnelKey] = Counter()
         self.router_refs: Counter[tuple[str, IPv4Address]] = Counter()
+        # Access links whose per-link settings are in place. A deleted (or moved) link
+        # loses them with its sysctls and addresses: link_gone() forgets it, so a link
+        # that comes back is prepared again.
         self._links_ready: set[str] = set()
 
     def start(self) -> None:
@@ -169,6 +172,10 @@ class MagDataPlane:
                         action="FR_ACT_BLACKHOLE",
                         protocol=PROTO,
                     )
+
+    def link_gone(self, ifname: str) -> None:
+        """Access link ``ifname`` went down or away: what was set on it may be gone."""
+        self._links_ready.discard(ifname)
 
     def on_solicit(self, ifname: str, mac: bytes | None) -> None:
         """A Router Solicitation on ``ifname``: locate its MN, and answer it."""
@@ -277,7 +284,8 @@ class MagDataPlane:
         same_link = keep is not None and keep.iface == old.iface
         if old.hoa is not None and not (same_link and keep.hoa == old.hoa):  # type: ignore[union-attr]
             self._backend.unroute(old.hoa, old.iface)
-            self.routes.delete(old.hoa, socket.if_nametoindex(old.iface))
+            with contextlib.suppress(OSError):  # a deleted link took its routes along
+                self.routes.delete(old.hoa, socket.if_nametoindex(old.iface))
         if old.router is not None:  # the new one was held first: no flap when it stays
             self._release_router(old.iface, old.router)
         for hnp in old.hnps - (keep.hnps if same_link else frozenset()):  # type: ignore[union-attr]
@@ -313,9 +321,15 @@ class MagDataPlane:
 
     def _router_address(self, op: str, iface: str, router: IPv4Address) -> None:
         try:
+            index = socket.if_nametoindex(iface)
+        except OSError:
+            if op == "add":
+                log.warning("default router %s: no access link %s", router, iface)
+            return  # deleted: its addresses went with it
+        try:
             self.ipr.addr(
                 op,
-                index=socket.if_nametoindex(iface),
+                index=index,
                 address=str(router),
                 prefixlen=32,
                 proto=PROTO,
