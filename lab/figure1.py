@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import itertools
 import json
 import os
 import re
@@ -101,10 +100,23 @@ def link(a: str, if_a: str, b: str, if_b: str) -> None:
 
 
 def attach(mn: str, mag: str) -> None:
-    """Give ``mn`` an access link (its eth0) to ``mag``; any old one goes first."""
+    """Give ``mn`` a new access link (its eth0) to ``mag``, without an address: a fresh
+    attachment each run. Any old link goes first, wherever its MAG end is."""
     nsx(mn, "ip link del eth0", check=False)
+    for other in ("mag1", "mag2"):  # a moved MAG end left behind by an interrupted run
+        nsx(other, f"ip link del acc-{mn}", check=False)
     link(mn, "eth0", mag, f"acc-{mn}")
     nsx(mn, f"ip link set eth0 address {MNS[mn]['mac']}")
+    # The MN is a host, though every lab namespace forwards: take RAs all the same.
+    nsx(mn, "sysctl -qw net.ipv6.conf.eth0.accept_ra=2")
+
+
+def move(mn: str, old: str, new: str) -> None:
+    """The handover at layer 2: the MAG end of the MN's link moves from ``old`` to
+    ``new``. The MN's eth0, its address and its sockets stay; it sees its carrier drop and
+    come back. ``old`` sees its access link go away, ``new`` sees one appear."""
+    nsx(old, f"ip link set acc-{mn} netns {ns(new)}")
+    nsx(new, f"ip link set acc-{mn} up")
 
 
 # --- deployment: Ansible ---------------------------------------------------------------
@@ -171,12 +183,23 @@ def wait(predicate: Any, timeout: float, what: str) -> Any:
 
 # --- the scenario -----------------------------------------------------------------------
 
+TRAFFIC = Path(__file__).with_name("traffic.py")
+MAG_NAMES = {MAG1_COA: "mag1", MAG2_COA: "mag2"}  # a binding's Proxy-CoA -> its MAG
+DUAL_STACK = {"mn2"}
+HANDOVER_PROBE_S = 6.0  # the UDP probe stream (1 kHz) around MN1's handover
+HANDOVER_AT_S = 2.0  # when, in that stream, MN1 moves
+HANDOVER_TCP_BYTES, HANDOVER_TCP_RATE = 4_000_000, 1_000_000.0  # 4 s of TCP across it
+
 UDHCPC_SCRIPT = """#!/bin/sh
+# busybox udhcpc's hook: configure the lease and log it for the report. An address that
+# is already there stays: after a handover the HoA, and the sockets bound to it, live on.
 case "$1" in bound|renew)
-  ip addr flush dev "$interface"
-  ip addr add "$ip/$mask" dev "$interface"
+  if ! ip -4 addr show dev "$interface" | grep -q " $ip/$mask "; then
+    ip -4 addr flush dev "$interface"
+    ip addr add "$ip/$mask" dev "$interface"
+  fi
   ip route replace default via "$router" dev "$interface"
-  echo "bound ip=$ip router=$router mask=$mask lease=$lease" >> "{log}";;
+  echo "bound ip=$ip router=$router mask=$mask serverid=$serverid lease=$lease" >> "{log}";;
 esac
 """
 
@@ -188,19 +211,82 @@ def dhcp_lease(mn: str) -> dict[str, str] | None:
     script = BUILD / f"{mn}-udhcpc.sh"
     script.write_text(UDHCPC_SCRIPT.format(log=log))
     script.chmod(0o755)
+    t0 = time.monotonic()
     nsx(mn, f"busybox udhcpc -i eth0 -f -q -n -t 8 -T 1 -A 1 -s {script}", check=False)
     if not log.exists():
         return None
     fields = log.read_text().split()[1:]
-    return dict(f.split("=", 1) for f in fields)
+    lease = dict(f.split("=", 1) for f in fields)
+    lease["seconds"] = f"{time.monotonic() - t0:.2f}"
+    return lease
 
 
-def reaches_cn(mn: str, v6: bool = False) -> bool:
-    target = CN_V6 if v6 else CN_V4
-    return (
-        nsx(mn, f"ping -{'6' if v6 else '4'} -c 3 -i 0.2 -W 1 {target}", check=False).returncode
-        == 0
-    )
+def traffic(name: str, *args: str, timeout: float = 60) -> dict[str, Any]:
+    """Run lab/traffic.py in namespace ``name``; its JSON report."""
+    return finish(start_traffic(name, *args), timeout)
+
+
+def start_traffic(name: str, *args: str) -> subprocess.Popen[str]:
+    argv = ["ip", "netns", "exec", ns(name), sys.executable, str(TRAFFIC), *args]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float) -> dict[str, Any]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return {"error": f"no answer in {timeout} s"}
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    return json.loads(lines[-1]) if lines else {"error": err.strip()[-500:] or "no report"}
+
+
+@contextlib.contextmanager
+def cn_service() -> Any:
+    """The CN's UDP echo and TCP sink (lab/traffic.py serve) for the scenario's length."""
+    proc = start_traffic("cn", "serve", "--v4", CN_V4, "--v6", CN_V6)
+    try:
+        assert proc.stdout is not None
+        if "listening" not in proc.stdout.readline():
+            raise RuntimeError(f"the CN's traffic service did not start: {proc.stderr}")
+        yield
+    finally:
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
+
+
+def reach(mn: str, src: str, dst: str, patience_s: float = 5.0) -> dict[str, Any]:
+    """Does ``mn`` reach ``dst`` from ``src``? A ping from that source, then UDP round
+    trips whose echoes carry the source address the CN saw; retried for a few seconds
+    (the MAG's routes may trail the DHCP answer, an IPv6 address its RA)."""
+    family = "-6" if ":" in dst else "-4"
+    deadline = time.monotonic() + patience_s
+    while True:
+        ping = nsx(mn, f"ping {family} -c 3 -i 0.2 -W 1 -I {src} {dst}", check=False)
+        echo = traffic(mn, "echo", "--to", dst, "--bind", src, timeout=15)
+        result = reached(ping.returncode == 0, echo, src)
+        if result["reached"] or time.monotonic() > deadline:
+            return result
+
+
+def reached(ping_ok: bool, echo: dict[str, Any], src: str) -> dict[str, Any]:
+    """The verdict: the ping came back, and the CN echoed probes that it saw coming from
+    ``src`` (the home address: not the MAG's, not a NAT's) and from nothing else."""
+    cn_saw = echo.get("cn_saw") or []
+    ok = ping_ok and bool(echo.get("echoed")) and cn_saw == [src]
+    return {"reached": ok, "ping": ping_ok, "rtt_ms": echo.get("rtt_ms"), "cn_saw": cn_saw}
+
+
+def global_ipv6(mn: str) -> str | None:
+    """The MN's global IPv6 address, once autoconfigured from its MAG's RA (and past DAD)."""
+    out = nsx(mn, "ip -6 -j addr show dev eth0 scope global", check=False).stdout
+    for dev in json.loads(out or "[]"):
+        for a in dev.get("addr_info", []):
+            if not a.get("tentative"):
+                return str(a["local"])
+    return None
 
 
 def binding(lma: str, mn_id: str) -> dict[str, Any] | None:
@@ -208,113 +294,159 @@ def binding(lma: str, mn_id: str) -> dict[str, Any] | None:
     return next((r for r in rows if r["mn_id"] == mn_id and r["state"] == "active"), None)
 
 
-def handover(mn: str, old: str, new: str) -> dict[str, Any]:
-    """Move ``mn`` during a 1 kHz UDP probe stream to the CN, and measure the gap."""
-    probe = BUILD / f"{mn}-probe.txt"
-    probe_cmd = (
-        f'{sys.executable} -c "import socket,time\n'
-        "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
-        "end=time.time()+6\n"
-        "while time.time()<end:\n"
-        f"    s.sendto(str(time.time()).encode(),('{CN_V4}',9))\n"
-        '    time.sleep(0.001)"'
+def observe_attach(mn: str) -> dict[str, Any]:
+    """``mn`` asks for its address by DHCP; what its LMA then holds, and whether it
+    reaches the CN from that address."""
+    spec = MNS[mn]
+    lease = dhcp_lease(mn)
+    hoa = lease["ip"] if lease else None
+    b = None
+    if hoa:  # the binding as the LMA holds it, once it carries this address
+        b = wait(
+            lambda: (r := binding(spec["lma"], spec["mn_id"])) and r["ipv4_hoa"] == hoa and r,
+            15,
+            f"{mn}'s binding at {spec['lma']}",
+        )
+    entry: dict[str, Any] = {
+        "mn_id": spec["mn_id"],
+        "flow": b["ipv4_source"] if b else None,  # where the LMA says the HoA came from
+        "ipv4_hoa": hoa,
+        "dhcp": {"server_id": lease["serverid"], "seconds": float(lease["seconds"])}
+        if lease
+        else None,
+        "lma": spec["lma"],
+        "mag": MAG_NAMES.get(b["mag"], b["mag"]) if b else None,
+        "transport": b["transport"] if b else None,
+        "nat": b["nat"] if b else None,
+        "reached_cn": False,
+        "cn_saw": None,
+        "handover": None,
+    }
+    if hoa:
+        r = reach(mn, hoa, CN_V4)
+        entry.update(reached_cn=r["reached"], cn_saw=r["cn_saw"], rtt_ms=r["rtt_ms"])
+    if mn in DUAL_STACK:
+        v6 = None
+        with contextlib.suppress(RuntimeError):
+            v6 = wait(lambda: global_ipv6(mn), 10, f"{mn}'s IPv6 address")
+        entry["ipv6_hnps"] = b["ipv6_hnps"] if b else None
+        entry["ipv6_address"] = v6
+        entry["reached_cn_v6"] = bool(v6) and reach(mn, v6, CN_V6)["reached"]
+    return entry
+
+
+def handover(mn: str, old: str, new: str, hoa: str) -> dict[str, Any]:
+    """Move ``mn`` from ``old`` to ``new`` while it sends a TCP transfer and a 1 kHz UDP
+    probe stream to the CN from its home address; the DHCP client asks again on the new
+    link. The interruption is the longest gap between two echoes of the stream."""
+    spec = MNS[mn]
+    before = binding(spec["lma"], spec["mn_id"])
+    probe = start_traffic(
+        mn, "probe", "--to", CN_V4, "--bind", hoa, "--duration", str(HANDOVER_PROBE_S)
     )
-    sink = subprocess.Popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            ns("cn"),
-            sys.executable,
-            "-c",
-            "import socket,sys,time\n"
-            "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('0.0.0.0',9));s.settimeout(3)\n"
-            f"out=open('{probe}','w')\n"
-            "try:\n"
-            "    while True:\n"
-            "        d,_=s.recvfrom(64);out.write(f'{time.time()}\\n')\n"
-            "except OSError: pass\n",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    tcp = start_traffic(
+        mn, "transfer", "--to", CN_V4, "--bind", hoa,
+        "--bytes", str(HANDOVER_TCP_BYTES), "--rate", str(HANDOVER_TCP_RATE),
+    )  # fmt: skip
+    time.sleep(HANDOVER_AT_S)
+    move(mn, old, new)
+    lease = dhcp_lease(mn)  # the MN's DHCP client on its new link
+    stream, transfer = finish(probe, 60), finish(tcp, 120)
+    after = None
+    with contextlib.suppress(RuntimeError):
+        after = wait(
+            lambda: (r := binding(spec["lma"], spec["mn_id"])) and r["mag"] != before["mag"] and r,
+            10,
+            f"{mn}'s binding to move",
+        )
+    return summarize_handover(hoa, before, after, lease, stream, transfer)
+
+
+def summarize_handover(
+    hoa: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    lease: dict[str, str] | None,
+    stream: dict[str, Any],
+    transfer: dict[str, Any],
+) -> dict[str, Any]:
+    """The handover's entry of the report, from what was observed: the LMA's binding
+    before and after, the DHCP lease on the new link, the probe stream's echoes and the
+    CN's account of the TCP transfer."""
+    same_hoa = (
+        lease is not None
+        and lease["ip"] == hoa
+        and after is not None
+        and after["ipv4_hoa"] == hoa
+        and stream.get("cn_saw") == [hoa]
     )
-    time.sleep(0.3)
-    sender = subprocess.Popen(
-        ["ip", "netns", "exec", ns(mn), "sh", "-c", probe_cmd],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(2)
-    attach(mn, new)
-    lease = dhcp_lease(mn)  # the MN's INIT-REBOOT/REQUEST on its new link
-    sender.wait(timeout=30)
-    sink.wait(timeout=30)
-    arrivals = [float(x) for x in probe.read_text().split()] if probe.exists() else []
-    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    moved = before is not None and after is not None and before["mag"] != after["mag"]
+    # A gap only means something with echoes on both sides of it.
+    echoed_through = bool(stream.get("echoed")) and stream.get("max_gap_ms") is not None
     return {
-        "from": old,
-        "to": new,
-        "lease_after": lease,
-        "probes_received": len(arrivals),
-        "interruption_ms": round(max(gaps) * 1000, 1) if gaps else None,
+        "from": MAG_NAMES.get(before["mag"], before["mag"]) if before else None,
+        "to": MAG_NAMES.get(after["mag"], after["mag"]) if after else None,
+        "moved": moved,
+        "same_hoa": same_hoa,
+        "interruption_ms": stream.get("max_gap_ms") if moved and echoed_through else None,
+        "probes": {k: stream.get(k) for k in ("sent", "echoed", "lost", "gap_at_s", "cn_saw")},
+        "tcp": transfer,
+        "lma_sees": {"transport": after["transport"], "nat": after["nat"]} if after else None,
     }
 
 
 def scenario() -> dict[str, Any]:
     report: dict[str, Any] = {"mobile_nodes": [], "started": time.time()}
-    flows = {"mn1": "lma", "mn2": "static", "mn3": "dhcp-server"}
     for mn, spec in MNS.items():
-        attach(mn, spec["mag"])  # a re-run starts from the same place
-    time.sleep(0.5)
-    for mn, spec in MNS.items():
-        lease = dhcp_lease(mn)
-        b = (
-            wait(lambda s=spec: binding(s["lma"], s["mn_id"]), 15, f"{mn} binding")
-            if lease
-            else None
-        )
-        entry: dict[str, Any] = {
-            "mn_id": spec["mn_id"],
-            "flow": flows[mn],
-            "ipv4_hoa": lease["ip"] if lease else None,
-            "lma_ipv4_hoa": b["ipv4_hoa"] if b else None,
-            "mag": spec["mag"],
-            "transport": b["transport"] if b else None,
-            "nat": b["nat"] if b else None,
-            "reached_cn": bool(lease) and reaches_cn(mn),
-            "handover": None,
-        }
-        report["mobile_nodes"].append(entry)
-    mn1 = report["mobile_nodes"][0]
-    before = mn1["ipv4_hoa"]
-    ho = handover("mn1", "mag1", "mag2")
-    after = binding("lma1", MNS["mn1"]["mn_id"])
-    ho["same_hoa"] = (
-        bool(before) and ho["lease_after"] is not None and ho["lease_after"]["ip"] == before
-    )
-    ho["lma_sees"] = {"transport": after["transport"], "nat": after["nat"]} if after else None
-    ho.pop("lease_after")
-    mn1["handover"] = ho
-    attach("mn1", "mag1")  # back home, so the next run starts from the same place
-    dhcp_lease("mn1")
+        attach(mn, spec["mag"])  # a fresh attachment each run
+    with cn_service():
+        for mn in MNS:
+            report["mobile_nodes"].append(observe_attach(mn))
+        mn1 = report["mobile_nodes"][0]
+        if mn1["ipv4_hoa"]:
+            mn1["handover"] = handover("mn1", "mag1", "mag2", mn1["ipv4_hoa"])
+            move("mn1", "mag2", "mag1")  # back home, so the next run starts from the same place
+            dhcp_lease("mn1")
     report["finished"] = time.time()
+    report["ok"] = scenario_ok(report)
     return report
 
 
+def scenario_ok(report: dict[str, Any]) -> bool:
+    """Every MN got a HoA and reached the CN from it (the dual-stack one over IPv6 too),
+    and the handover kept the HoA with a measured interruption and an intact transfer."""
+    nodes = report["mobile_nodes"]
+    ho = nodes[0]["handover"] if nodes else None
+    return (
+        bool(nodes)
+        and all(m["ipv4_hoa"] and m["reached_cn"] for m in nodes)
+        and all(m.get("reached_cn_v6", True) for m in nodes)
+        and ho is not None
+        and ho["same_hoa"]
+        and ho["interruption_ms"] is not None
+        and bool(ho["tcp"].get("intact"))
+    )
+
+
 def print_report(report: dict[str, Any]) -> None:
-    cols = ["mn_id", "flow", "ipv4_hoa", "transport", "nat", "reached_cn"]
+    cols = ["mn_id", "flow", "ipv4_hoa", "mag", "transport", "nat", "reached_cn", "cn_saw"]
     rows = [[str(m.get(c)) for c in cols] for m in report["mobile_nodes"]]
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
     print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)))
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
     for m in report["mobile_nodes"]:
-        if m["handover"]:
-            h = m["handover"]
+        if "reached_cn_v6" in m:
+            print(f"{m['mn_id']} IPv6: {m['ipv6_address']}, reached the CN: {m['reached_cn_v6']}")
+        if h := m["handover"]:
+            p, t = h["probes"], h["tcp"]
             print(
                 f"handover {m['mn_id']}: {h['from']} -> {h['to']}, same HoA: {h['same_hoa']}, "
-                f"interruption: {h['interruption_ms']} ms, probes received: {h['probes_received']}"
+                f"interruption: {h['interruption_ms']} ms (probes sent {p['sent']}, echoed "
+                f"{p['echoed']}, lost {p['lost']}); TCP {t.get('bytes')} bytes, "
+                f"intact: {t.get('intact')}, CN saw {t.get('cn_saw')}"
             )
+    print("scenario:", "passed" if report["ok"] else "FAILED")
 
 
 def up() -> int:
@@ -323,7 +455,10 @@ def up() -> int:
     ensure_ansible()
     changed = deploy()
     print("lab:", "built" if built else "already built", "; changes:", ", ".join(changed) or "none")
+    t1 = time.monotonic()
     report = scenario()
+    report["scenario_s"] = round(time.monotonic() - t1, 1)
+    report["ansible_s"] = round(t1 - t0, 1)
     report["changes"] = changed
     report["built"] = built
     report["elapsed_s"] = round(time.monotonic() - t0, 1)
@@ -331,7 +466,7 @@ def up() -> int:
     (ROOT / "build" / "lab-report.json").write_text(json.dumps(report, indent=2))
     print_report(report)
     print(f"report: build/lab-report.json ({report['elapsed_s']} s)")
-    return 0
+    return 0 if report["ok"] else 1
 
 
 def down() -> int:
