@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -304,3 +305,23 @@ def test_a_recreated_access_link_is_served_again(lab: Lab, tmp_path: Path) -> No
         assert lab.run(mag, "sysctl -n net.ipv4.conf.acc1.proxy_arp").stdout.strip() == "1"
         assert f"inet {ROUTER_V4}/32" in lab.run(mag, "ip -4 addr show dev acc1").stdout
     assert "Traceback" not in dp.mags[0].log_text()
+
+
+def test_gratuitous_arp_completes_a_waiting_neighbor_entry(lab: Lab, tmp_path: Path) -> None:
+    """An MN that asked for its router before the MAG held the address (its link had
+    just come up) learns it from the MAG's announcement, not from its retry a second
+    later."""
+    mag, mn = lab.ns("mag"), lab.ns("mn")
+    lab.link(mag, "acc1", mn, "eth0")
+    lab.addr(mn, "eth0", "10.10.0.2/24")
+    lab.run(mn, "sysctl -qw net.ipv4.neigh.eth0.retrans_time_ms=30000")  # no retry here
+    asking = lab.spawn(mn, ["ping", "-c", "1", "-W", "5", ROUTER_V4], tmp_path / "ping.log")
+    wait_for(
+        lambda: "INCOMPLETE" in lab.run(mn, f"ip neigh show {ROUTER_V4}").stdout, 5, what="ARP"
+    )
+    mac = json.loads(lab.run(mag, "ip -j link show acc1").stdout)[0]["address"]
+    code = "from ipaddress import IPv4Address as A; from pmip_agent.dataplane.arp import announce"
+    code += f"; assert announce('acc1', A('{ROUTER_V4}'))"
+    lab.run(mag, f'{sys.executable} -c "{code}"')
+    wait_for(lambda: mac in lab.run(mn, f"ip neigh show {ROUTER_V4}").stdout, 2, what="the entry")
+    lab.kill(asking)

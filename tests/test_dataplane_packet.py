@@ -16,9 +16,11 @@ from hypothesis import strategies as st
 from pcap import ones_complement_checksum
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6ND_RA, ICMPv6NDOptMTU, ICMPv6NDOptPrefixInfo, IPv6
+from scapy.layers.l2 import ARP, Ether
 
 from pmip_agent.core.events import BindingView, Encapsulation, Peer
 from pmip_agent.dataplane import packet as pk
+from pmip_agent.dataplane.arp import gratuitous_arp
 from pmip_agent.dataplane.forwarder import _prefix_key
 from pmip_agent.dataplane.lma import prefixes_of, tunnel_for
 from pmip_agent.dataplane.ra import build_ra
@@ -352,3 +354,13 @@ def test_prefix_keys_match_every_address_inside_only(plen: int) -> None:
         assert _prefix_key(inside.packed, plen) == key
     outside = net.broadcast_address + 1
     assert _prefix_key(outside.packed, plen) != key
+
+
+def test_gratuitous_arp_announces_the_router_from_the_links_mac() -> None:
+    mac = bytes.fromhex("02000000aa01")
+    frame = Ether(gratuitous_arp(mac, IPv4Address("10.10.0.1")))
+    assert frame.dst == "ff:ff:ff:ff:ff:ff" and frame.src == "02:00:00:00:aa:01"
+    arp = frame[ARP]
+    assert (arp.op, arp.hwtype, arp.ptype, arp.hwlen, arp.plen) == (1, 1, 0x0800, 6, 4)
+    assert arp.psrc == arp.pdst == "10.10.0.1"
+    assert arp.hwsrc == "02:00:00:00:aa:01" and arp.hwdst == "00:00:00:00:00:00"

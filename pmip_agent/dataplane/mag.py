@@ -36,6 +36,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from ..config import AgentConfig
 from ..core import events as ev
 from ..core.events import Encapsulation, Peer
+from .arp import announce
 from .netlink import PROTO, IPRouteThread, Ownership, RouteBatch, remove_leftovers, sysctl
 from .ra import RouterAdvertiser
 from .tunnel import Prefix, TunnelBackend, TunnelKey
@@ -255,6 +256,8 @@ class MagDataPlane:
             self._undo(old, keep=new)
         self.served[mn_id] = new
         self._backend.flush()
+        if new.router is not None:  # the MN may have asked for it already: tell it now
+            announce(iface, new.router)
         self.ra.advertise(iface, mn_id, need.hnps, need.lifetime_s)
 
     def _deny_ipv4(self, mn_id: bytes) -> None:
