@@ -573,3 +573,62 @@ def test_mag_resyncs_sequence_after_135():
     assert [p.status for p in result.pbas] == [135, 0]
     assert result.pbus[1].sequence == 5002
     assert mag.entry(MN_LMA).registered
+
+
+# --- holding signalling while the LMA cannot be reached safely (e.g. no IPsec SA) -------
+
+
+def test_held_lma_gets_no_pbu_and_release_sends_it():
+    """An attach while the LMA is held sends nothing and arms no timer; the release sends
+    the PBU at once, and it registers."""
+    mag = make_mag()
+    mag.hold(LMA_NAME)
+    assert mag.attach(MN_LMA, T0)
+    assert sent_pbus(mag) == [] and mag.get_timer() is None
+    mag.release(LMA_NAME, T0 + 5)
+    result = pump(mag, make_lma(), T0 + 5)
+    assert len(result.pbus) == 1 and mag.entry(MN_LMA).registered
+
+
+def test_held_lma_keeps_the_binding_past_its_lifetime_then_refreshes():
+    """While held, a registered MN is neither refreshed, retransmitted nor expired (no
+    BindingLost); on release the refresh goes out with HI 5 and is accepted."""
+    mag = make_mag(refresh_fraction=0.8)
+    lma = make_lma(max_lifetime_s=100)
+    mag.attach(MN_LMA, T0)
+    pump(mag, lma, T0)
+    hoa = mag.entry(MN_LMA).ipv4_hoa
+    mag.hold(LMA_NAME)
+    mag.handle_timer(T0 + 80)  # the refresh comes due
+    assert sent_pbus(mag) == [] and mag.get_timer() is None
+    assert of(events(mag), BindingLost) == []
+    assert mag.entry(MN_LMA).registered
+    mag.release(LMA_NAME, T0 + 90)
+    result = pump(mag, lma, T0 + 90)
+    (pbu,) = result.pbus
+    assert pbu.find(HandoffIndicatorOption) == HandoffIndicatorOption(5)
+    assert result.mag_events == [] and mag.entry(MN_LMA).ipv4_hoa == hoa
+
+
+def test_hold_during_retransmissions_parks_instead_of_giving_up():
+    """A PBU lost as the hold begins is not retransmitted into the hold, and the attempt
+    does not fail: it goes again on release."""
+    mag = make_mag(max_transmissions=2)
+    mag.attach(MN_LMA, T0)
+    sent_pbus(mag)
+    mag.hold(LMA_NAME)
+    mag.handle_timer(T0 + 1)
+    assert sent_pbus(mag) == [] and mag.entry(MN_LMA).state == "registering"
+    mag.release(LMA_NAME, T0 + 50)
+    assert len(sent_pbus(mag)) == 1
+    assert mag.get_timer() == T0 + 51
+
+
+def test_detach_while_held_forgets_the_mn_without_signalling():
+    mag = make_mag()
+    mag.attach(MN_LMA, T0)
+    pump(mag, make_lma(), T0)
+    mag.hold(LMA_NAME)
+    mag.detach(MN_LMA, T0 + 1)
+    assert sent_pbus(mag) == [] and mag.entry(MN_LMA) is None
+    assert of(events(mag), Deregistered)

@@ -98,6 +98,10 @@ class MagEngine:
         self._out: list[Transmit] = []
         self._events: deque[Event] = deque()
         self.retransmissions = 0  # PBUs sent again after a timeout, for metrics
+        # LMAs the MAG must not signal to now (e.g. no IPsec SA with them), and the
+        # registrations parked until they are released: mn_id -> handoff indicator.
+        self._held: set[str] = set()
+        self._parked: dict[bytes, int] = {}
 
     # --- inputs: the access link ----------------------------------------------------
 
@@ -154,10 +158,34 @@ class MagEngine:
         if not entry.registered and entry.state != REGISTERING:
             self._remove(entry)
             return
+        if entry.lma_name in self._held:  # cannot tell the LMA: its binding will lapse
+            self._remove(entry)
+            return
         entry.state = DEREGISTERING
         entry.outstanding = set()
         self._transmit(entry, 0, HandoffIndicator.UNKNOWN, now)
         self._arm(entry, now + self.settings.initial_bindack_timeout_s)
+
+    def hold(self, lma_name: str) -> None:
+        """Stop signalling to ``lma_name`` until :meth:`release`. Registrations due
+        meanwhile are parked: no PBU, no retransmission, no expiry, so the binding update
+        list is kept as it is (the LMA keeps its bindings for their lifetime)."""
+        self._held.add(lma_name)
+
+    def release(self, lma_name: str, now: float) -> None:
+        """Signalling to ``lma_name`` may go again: parked registrations go at once."""
+        self._held.discard(lma_name)
+        for mn_id, handoff in list(self._parked.items()):
+            entry = self._bul.get(mn_id)
+            if entry is None or entry.lma_name != lma_name:
+                continue
+            del self._parked[mn_id]
+            entry.transmissions = 0
+            entry.timeout_s = self.settings.initial_bindack_timeout_s
+            self._send_registration(entry, handoff, now)
+
+    def held(self, lma_name: str) -> bool:
+        return lma_name in self._held
 
     # --- inputs: the network --------------------------------------------------------
 
@@ -256,6 +284,9 @@ class MagEngine:
         self._send_registration(entry, entry.handoff, now)
 
     def _send_registration(self, entry: BulEntry, handoff: int, now: float) -> None:
+        if entry.lma_name in self._held:
+            self._park(entry, handoff)
+            return
         lifetime_units = max(1, self.settings.lifetime_s // 4)
         self._transmit(entry, lifetime_units, handoff, now)
         if entry.transmissions:
@@ -301,9 +332,16 @@ class MagEngine:
         else:
             self._out.append(Transmit(encode(pbu), Peer(lma.lmaa)))
 
+    def _park(self, entry: BulEntry, handoff: int) -> None:
+        entry.state = REGISTERING
+        self._parked[entry.mn_id] = handoff
+        entry.timer_generation += 1  # no deadline, so no retransmission and no expiry
+
     def _on_deadline(self, entry: BulEntry, now: float) -> None:
         settings = self.settings
-        if entry.state == DEREGISTERING:
+        if entry.state != DEREGISTERING and entry.lma_name in self._held:
+            self._park(entry, HandoffIndicator.NO_HANDOFF if entry.registered else entry.handoff)
+        elif entry.state == DEREGISTERING:
             self._remove(entry)  # §6.9.1.4: no answer within the timeout is fine
         elif entry.state == REGISTERED:
             entry.state = REGISTERING
@@ -456,6 +494,7 @@ class MagEngine:
 
     def _remove(self, entry: BulEntry) -> None:
         del self._bul[entry.mn_id]
+        self._parked.pop(entry.mn_id, None)
         entry.timer_generation += 1
         self._events.append(Deregistered(entry.mn_id))
 
