@@ -1066,6 +1066,32 @@ class DataplaneConfig(_Model):
         return table
 
 
+class IpsecConfig(_Model):
+    """How the agent learns which peers its signalling is IPsec-protected with (RFC 5213
+    §4, seed §6), when ``require_ipsec`` is on: strongSwan's vici interface, polled. The
+    SAs themselves are strongSwan's (see roles/strongswan)."""
+
+    vici_socket: AbsPath = Field(
+        Path("/var/run/charon.vici"),
+        description="charon's vici Unix socket (strongSwan's charon.plugins.vici.socket).",
+    )
+    poll_interval_s: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="How often the SA table is read from vici. Bounds how long signalling "
+        "waits after an SA comes up, and how long the LMA accepts a peer after its SA goes.",
+    )
+    ingress_interface: IfName | None = Field(
+        None,
+        description="Where protected signalling must come in. With strongSwan's user-space "
+        "ESP (kernel-libipsec, tunnel mode) set it to its TUN device (ipsec0): decrypted "
+        "packets come from there, and a peer's plaintext comes from the wire, whatever its "
+        "source address says. Unset with kernel ESP, where the kernel's IPsec policy drops "
+        "unprotected packets of the protected traffic itself.",
+    )
+
+
 class AgentConfig(_Model):
     """The whole configuration file of one node."""
 
@@ -1108,6 +1134,19 @@ class AgentConfig(_Model):
     dataplane: DataplaneConfig = Field(
         default_factory=DataplaneConfig,
         description="The MAG-LMA tunnels and the routes into them.",
+    )
+    require_ipsec: bool = Field(
+        False,
+        description="Signalling only under IPsec (RFC 5213 §4). LMA: a PBU is processed "
+        "only if an INSTALLED child SA covers its source address (and, with "
+        "ipsec.ingress_interface, it came in through that device); others are dropped, "
+        'counted (pmip_messages_dropped_total{reason="ipsec-unprotected"}) and logged. '
+        "MAG: PBUs go to an LMA only while an SA covers its address; meanwhile they wait, "
+        "and registered MNs are kept.",
+    )
+    ipsec: IpsecConfig = Field(
+        default_factory=IpsecConfig,
+        description="Where the IPsec SA state comes from (used with require_ipsec).",
     )
     lma: LmaConfig | None = Field(None, description="LMA settings; required iff role is lma.")
     mag: MagConfig | None = Field(None, description="MAG settings; required iff role is mag.")

@@ -30,6 +30,7 @@ from .dhcp.agent import DhcpAgent
 from .dhcp.sockets import DhcpInterfaceSocket, DhcpRelaySocket
 from .metrics import Metrics, State
 from .net.access_link import LinkMonitor, RouterSolicitationListener
+from .net.ipsec import SaTable, SaWatcher
 from .net.mh_socket import MhSocket
 from .net.ratelimit import RateLimitedLog
 from .net.udp4 import Udp4Socket
@@ -90,6 +91,10 @@ class Service:
         self._stopped = asyncio.Event()
         self.control = ControlServer(Path(config.control_socket), self.handle_command)
         self.log = logging.getLogger(f"pmip.{self.role}")
+        # require_ipsec: the SA table from strongSwan, and what is checked against it.
+        self.ipsec: SaWatcher | None = None
+        self.sa_table = SaTable(ingress_required=True)  # nothing passes before the first read
+        self._ifnames: dict[int | None, str] = {}
 
     engine: LmaEngine | MagEngine
 
@@ -136,6 +141,12 @@ class Service:
 
     async def run(self) -> None:
         self.start()
+        if self.config.require_ipsec:
+            ic = self.config.ipsec
+            self.ipsec = SaWatcher(
+                Path(ic.vici_socket), ic.poll_interval_s, ic.ingress_interface, self._on_sa_table
+            )
+            await self.ipsec.start()
         await self.start_async()
         await self.control.start()
         mc = self.config.metrics
@@ -149,6 +160,8 @@ class Service:
         await self._stopped.wait()
         self.log.info("%s %s stopping", self.role, self.config.node_name)
         await self.control.close()
+        if self.ipsec is not None:
+            await self.ipsec.close()
         await self.stop_async()
         self.stop()
 
@@ -182,6 +195,43 @@ class Service:
 
     def apply_config(self, new: AgentConfig) -> None:
         raise NotImplementedError
+
+    # --- IPsec (require_ipsec) ---------------------------------------------------------
+
+    def _on_sa_table(self, table: SaTable) -> None:
+        self.sa_table = table
+        self.log.info(
+            "IPsec child SAs installed: %s (ingress ifindex %s)",
+            ", ".join(table.peers) or "none",
+            table.ingress_ifindex if table.ingress_required else "any",
+        )
+        self.ipsec_changed()
+        self.flush()
+
+    def ipsec_changed(self) -> None:
+        """The SA table changed (the MAG holds or releases its LMAs)."""
+
+    def unprotected(self, src: object, ifindex: int | None, now: float) -> bool:
+        """True (and counted and logged) when signalling from ``src`` that came in on
+        ``ifindex`` was not carried by an IPsec SA: it must be dropped."""
+        if self.sa_table.protected(src, ifindex):  # type: ignore[arg-type]
+            return False
+        self.metrics.dropped.labels("ipsec-unprotected").inc()
+        name = self._ifnames.get(ifindex)
+        if name is None:
+            try:
+                name = socket.if_indextoname(ifindex) if ifindex else "?"
+            except OSError:
+                name = "?"
+            self._ifnames = {**self._ifnames, ifindex: name} if len(self._ifnames) < 64 else {}
+        self.drops.warning(
+            "ipsec-unprotected",
+            now,
+            "dropped signalling from %s on %s: not protected by an IPsec SA",
+            src,
+            name,
+        )
+        return True
 
     def _watch(self, sock: Any, on_readable: Callable[[], None]) -> None:
         def guarded() -> None:
@@ -281,12 +331,13 @@ class LmaService(Service):
         restored = self.store.load()
         self.engine.restore(restored, time.time())
         self.log.info("restored %d bindings from %s", len(self.engine), self.store.path)
-        self.mh = MhSocket(cfg.lma.lmaa)
-        self._watch(self.mh, self._on_mh)
+        guarded = cfg.require_ipsec
+        self.mh = MhSocket(cfg.lma.lmaa, pktinfo=guarded)
+        self._watch(self.mh, self._on_mh_ipsec if guarded else self._on_mh)
         self.udp: Udp4Socket | None = None
         if cfg.lma.ipv4_lmaa is not None:
-            self.udp = Udp4Socket(None, cfg.lma.udp_port)
-            self._watch(self.udp, self._on_udp)
+            self.udp = Udp4Socket(None, cfg.lma.udp_port, pktinfo=guarded)
+            self._watch(self.udp, self._on_udp_ipsec if guarded else self._on_udp)
         self.metrics.state.read = self._state
         self.dataplane: LmaDataPlane | None = None
         if cfg.dataplane.enabled:  # tunnels and routes follow the binding events
@@ -313,6 +364,21 @@ class LmaService(Service):
         now = time.time()
         for data, src, port in self.udp.recv_batch():
             self.engine.receive_udp(data, src, port, now)
+        self.flush()
+
+    def _on_mh_ipsec(self) -> None:
+        now = time.time()
+        for data, src, ifindex in self.mh.recv_batch_ifindex():
+            if not self.unprotected(src, ifindex, now):
+                self.engine.receive_ipv6(data, src, now)
+        self.flush()
+
+    def _on_udp_ipsec(self) -> None:
+        assert self.udp is not None
+        now = time.time()
+        for data, src, port, ifindex in self.udp.recv_batch_ifindex():
+            if not self.unprotected(src, ifindex, now):
+                self.engine.receive_udp(data, src, port, now)
         self.flush()
 
     def persist(self, events: list[ev.Event]) -> None:
@@ -409,6 +475,10 @@ class MagService(Service):
         self.store = MagStore(state_dir / f"{cfg.node_name}.mag.sqlite")
         sequence, saved = self.store.load()
         self.engine = MagEngine(cfg.mag_settings(), sequence)
+        self._sa_up: dict[str, bool] = {}  # per LMA, as last logged
+        if cfg.require_ipsec:  # no signalling until the SA table says an LMA is protected
+            for name in self.engine.settings.lmas:
+                self.engine.hold(name)
         self._retransmissions_seen = 0
         self._saved_sequence = sequence
         self.metrics.state.read = lambda: State(
@@ -419,16 +489,21 @@ class MagService(Service):
         self._removed: set[bytes] = set()
         self.iface_mn = {i.name: i.mn_id.encode() for i in cfg.mag.access_interfaces if i.mn_id}
         lmas = cfg.mag_settings().lmas.values()
-        self.mh = MhSocket(cfg.mag.proxy_coa) if any(p.transport == "ipv6" for p in lmas) else None
+        guarded = cfg.require_ipsec
+        self.mh = (
+            MhSocket(cfg.mag.proxy_coa, pktinfo=guarded)
+            if any(p.transport == "ipv6" for p in lmas)
+            else None
+        )
         self.udp = (
-            Udp4Socket(cfg.mag.ipv4_proxy_coa, cfg.mag.udp_port)
+            Udp4Socket(cfg.mag.ipv4_proxy_coa, cfg.mag.udp_port, pktinfo=guarded)
             if any(p.transport == "ipv4" for p in lmas)
             else None
         )
         if self.mh is not None:
-            self._watch(self.mh, self._on_mh)
+            self._watch(self.mh, self._on_mh_ipsec if guarded else self._on_mh)
         if self.udp is not None:
-            self._watch(self.udp, self._on_udp)
+            self._watch(self.udp, self._on_udp_ipsec if guarded else self._on_udp)
         access = [i.name for i in cfg.mag.access_interfaces]
         self.by_mac = {
             mac: mn_id for mn_id, p in cfg.profiles().items() for mac in p.link_layer_ids
@@ -634,6 +709,42 @@ class MagService(Service):
         for data, src, port in self.udp.recv_batch():
             self.engine.receive_udp(data, src, port, now)
         self.flush()
+
+    def _on_mh_ipsec(self) -> None:
+        assert self.mh is not None
+        now = time.time()
+        for data, src, ifindex in self.mh.recv_batch_ifindex():
+            if not self.unprotected(src, ifindex, now):
+                self.engine.receive_ipv6(data, src, now)
+        self.flush()
+
+    def _on_udp_ipsec(self) -> None:
+        assert self.udp is not None
+        now = time.time()
+        for data, src, port, ifindex in self.udp.recv_batch_ifindex():
+            if not self.unprotected(src, ifindex, now):
+                self.engine.receive_udp(data, src, port, now)
+        self.flush()
+
+    def ipsec_changed(self) -> None:
+        # Each LMA is signalled to only while an SA covers the address PBUs go to.
+        now = time.time()
+        engine = self.engine
+        for name, lma in engine.settings.lmas.items():
+            over_ipv4 = lma.transport == "ipv4" and lma.ipv4_lmaa is not None
+            address = lma.ipv4_lmaa if over_ipv4 else lma.lmaa
+            up = self.sa_table.covers(address)  # type: ignore[arg-type]
+            if self._sa_up.get(name) == up:
+                continue
+            self._sa_up[name] = up
+            if up:
+                self.log.info("IPsec SA with LMA %s (%s) up: signalling resumes", name, address)
+                engine.release(name, now)
+            else:
+                self.log.warning(
+                    "no IPsec SA with LMA %s (%s): signalling waits for it", name, address
+                )
+                engine.hold(name)
 
     def persist(self, events: list[ev.Event]) -> None:
         for event in events:

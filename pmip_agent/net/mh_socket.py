@@ -7,18 +7,22 @@ once IPV6_CHECKSUM points at offset 4 (RFC 3542 §3.1), so the engines never han
 from __future__ import annotations
 
 import socket
+import struct
 from ipaddress import IPv6Address
 
 from ..wire.constants import IPPROTO_MH
 
 IPV6_CHECKSUM = getattr(socket, "IPV6_CHECKSUM", 7)
 MAX_BATCH = 256
+_PKTINFO_SPACE = socket.CMSG_SPACE(20)  # struct in6_pktinfo: address, interface index
 
 
 class MhSocket:
-    def __init__(self, bind: IPv6Address | None = None) -> None:
+    def __init__(self, bind: IPv6Address | None = None, pktinfo: bool = False) -> None:
         self.sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, IPPROTO_MH)
         self.sock.setsockopt(socket.IPPROTO_IPV6, IPV6_CHECKSUM, 4)
+        if pktinfo:  # the incoming interface, for recv_batch_ifindex
+            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.sock.setblocking(False)
         if bind is not None:
@@ -44,6 +48,22 @@ class MhSocket:
                     cache.clear()
                 src = cache[addr[0]] = IPv6Address(addr[0].split("%", 1)[0])
             out.append((data, src))
+        return out
+
+    def recv_batch_ifindex(self) -> list[tuple[bytes, IPv6Address, int | None]]:
+        """Like recv_batch, with the index of the interface each datagram came in on
+        (needs ``pktinfo=True``)."""
+        out: list[tuple[bytes, IPv6Address, int | None]] = []
+        for _ in range(MAX_BATCH):
+            try:
+                data, ancillary, _flags, addr = self.sock.recvmsg(65535, _PKTINFO_SPACE)
+            except (BlockingIOError, InterruptedError):
+                break
+            ifindex = None
+            for level, kind, cdata in ancillary:
+                if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
+                    (ifindex,) = struct.unpack_from("=I", cdata, 16)
+            out.append((data, IPv6Address(addr[0].split("%", 1)[0]), ifindex))
         return out
 
     def send(self, data: bytes, dst: IPv6Address) -> None:

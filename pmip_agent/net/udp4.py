@@ -8,16 +8,23 @@ actually observed, which behind a NAT are the NAT's.
 from __future__ import annotations
 
 import socket
+import struct
 from ipaddress import IPv4Address
 
 from ..wire.constants import PMIP6_CNTL_PORT
 
 MAX_BATCH = 256
+IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux; Python does not export it
+_PKTINFO_SPACE = socket.CMSG_SPACE(12)  # struct in_pktinfo: ifindex, two addresses
 
 
 class Udp4Socket:
-    def __init__(self, bind: IPv4Address | None = None, port: int = PMIP6_CNTL_PORT) -> None:
+    def __init__(
+        self, bind: IPv4Address | None = None, port: int = PMIP6_CNTL_PORT, pktinfo: bool = False
+    ) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        if pktinfo:  # the incoming interface, for recv_batch_ifindex
+            self.sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
         self.sock.setblocking(False)
@@ -41,6 +48,22 @@ class Udp4Socket:
                     cache.clear()
                 src = cache[host] = IPv4Address(host)
             out.append((data, src, port))
+        return out
+
+    def recv_batch_ifindex(self) -> list[tuple[bytes, IPv4Address, int, int | None]]:
+        """Like recv_batch, with the index of the interface each datagram came in on
+        (needs ``pktinfo=True``)."""
+        out: list[tuple[bytes, IPv4Address, int, int | None]] = []
+        for _ in range(MAX_BATCH):
+            try:
+                data, ancillary, _flags, (host, port) = self.sock.recvmsg(65535, _PKTINFO_SPACE)
+            except (BlockingIOError, InterruptedError):
+                break
+            ifindex = None
+            for level, kind, cdata in ancillary:
+                if level == socket.IPPROTO_IP and kind == IP_PKTINFO:
+                    (ifindex,) = struct.unpack_from("=i", cdata, 0)
+            out.append((data, IPv4Address(host), port, ifindex))
         return out
 
     def send(self, data: bytes, dst: IPv4Address, port: int) -> None:
