@@ -71,6 +71,17 @@ SIGNALS
   SIGTERM  stop cleanly and exit with status 0; the state in `state_dir` is kept
            for the next start."""
 
+_IPSEC = """\
+IPSEC
+  With `require_ipsec: true` signalling is trusted only under IPsec (RFC 5213 §4).
+  The SAs are strongSwan's; the agent reads them from charon's vici socket
+  (`ipsec.vici_socket`, every `ipsec.poll_interval_s`). The LMA drops a PBU that
+  no INSTALLED child SA covers (and, with `ipsec.ingress_interface`, e.g. ipsec0
+  of kernel-libipsec, one that did not come in through that device): counted in
+  pmip_messages_dropped_total{reason="ipsec-unprotected"} and logged. The MAG
+  sends PBUs to an LMA only while an SA covers its address, and keeps its
+  registered MNs while it waits. See examples/*.yaml and roles/strongswan."""
+
 _SEE_ALSO = """\
 SEE ALSO
   pmipctl(8): query and control a running agent through its control socket.
@@ -83,6 +94,8 @@ _MAIN_EPILOG = f"""\
 {_FILES}
 
 {_SIGNALS}
+
+{_IPSEC}
 
 EXAMPLES
   Validate a file before installing it or before sending SIGHUP:

@@ -184,6 +184,9 @@ class Service:
             new = load_config(self.config_path)
             if new.role != self.config.role:
                 raise ConfigError(f"role: cannot change from {self.config.role} to {new.role}")
+            for key in ("require_ipsec", "ipsec"):  # sockets and the SA watcher: at start
+                if getattr(new, key) != getattr(self.config, key):
+                    raise ConfigError(f"{key}: changed, which only a restart applies")
             self.apply_config(new)
         except (ConfigError, ValueError) as exc:
             self.log.error("reload refused, keeping the running configuration:\n%s", exc)

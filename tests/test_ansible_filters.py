@@ -427,6 +427,8 @@ def test_restart_keys_catch_sockets_store_and_logging():
         ("state_dir", "/srv/pmip"),
         ("log", {"level": "debug", "format": "text"}),
         ("dataplane", {"enabled": False}),
+        ("require_ipsec", True),
+        ("ipsec", {"ingress_interface": "ipsec0"}),
     ):
         config = _lma_config()
         config[key] = value

@@ -35,6 +35,8 @@ LMAA = "2001:db8:f::1"
 MAG = "2001:db8:f::2"
 LMA_ROGUE_SIDE = "2001:db8:e::1"
 ROGUE = "2001:db8:e::66"
+LMA_V4, MAG_V4 = "192.0.2.1", "192.0.2.2"
+LMA_ROGUE_SIDE_V4, ROGUE_V4 = "198.51.100.1", "198.51.100.66"
 POOL = "10.30.0.0/24"
 MNS = ["mn1@example.net", "mn2@example.net"]
 ROGUE_MNS = ["rogue1@example.net", "rogue2@example.net"]
@@ -70,7 +72,8 @@ def lma_config(tmp: Path, name: str, ipsec: dict[str, Any] | None, port: int) ->
         "lma": {
             "lmaa": LMAA,
             # The rogues are on the list: their PBUs would be accepted if processed.
-            "allowed_mags": [MAG, ROGUE],
+            "allowed_mags": [MAG, ROGUE, MAG_V4, ROGUE_V4],
+            "ipv4_lmaa": LMA_V4,
             "ipv4_pools": [{"name": "p", "prefix": POOL}],
         },
         "mobile_nodes": nodes,
@@ -81,8 +84,17 @@ def lma_config(tmp: Path, name: str, ipsec: dict[str, Any] | None, port: int) ->
 
 
 def mag_config(
-    tmp: Path, name: str, coa: str, mns: list[str], ipsec: dict[str, Any] | None, port: int
+    tmp: Path,
+    name: str,
+    coa: str,
+    mns: list[str],
+    ipsec: dict[str, Any] | None,
+    port: int,
+    coa4: str | None = None,
 ) -> dict[str, Any]:
+    lma: dict[str, Any] = {"name": "lma1", "lmaa": LMAA, "transport": "ipv6"}
+    if coa4 is not None:  # signalling over IPv4/UDP 5436 (RFC 5844)
+        lma.update(ipv4_lmaa=LMA_V4, transport="ipv4")
     config: dict[str, Any] = {
         "role": "mag",
         "node_name": name,
@@ -94,7 +106,8 @@ def mag_config(
         "timers": MAG_TIMERS,
         "mag": {
             "proxy_coa": coa,
-            "lmas": [{"name": "lma1", "lmaa": LMAA, "transport": "ipv6"}],
+            "ipv4_proxy_coa": coa4,
+            "lmas": [lma],
             "access_interfaces": [{"name": f"acc{i + 1}", "mn_id": mn} for i, mn in enumerate(mns)],
         },
         "mobile_nodes": [
@@ -409,3 +422,81 @@ def test_agent_refuses_nothing_but_holds_without_charon(lab: Lab, tmp_path: Path
     assert [r["mn_id"] for r in rows] == [MNS[0]] and not rows[0]["registered"]
     text = mag.log_text()
     assert "cannot read IPsec SAs" in text and "signalling waits" in text
+    # Turning require_ipsec off is not a reload: the sockets were opened for it.
+    mag.config_path.write_text(
+        yaml.safe_dump(mag_config(tmp_path, "mag1", MAG, MNS[:1], None, 9566))
+    )
+    out = mag.ctl("reload")
+    assert out.returncode != 0 and "only a restart applies" in out.stdout + out.stderr
+    assert mag.ctl_json("bindings")[0]["mn_id"] == MNS[0]
+
+
+def test_ipv4_udp_signalling_under_ipsec(lab: Lab, tmp_path: Path) -> None:
+    """RFC 5844 signalling (UDP 5436 over IPv4) with an IPv4 IKE SA: only ESP on the link,
+    the MN registers; a rogue claiming the MAG's IPv4 address from another link is
+    dropped, counted and logged (IP_PKTINFO shows it did not come from ipsec0)."""
+    ns_lma, ns_mag, ns_mn, ns_rog = lab.ns("lma"), lab.ns("mag"), lab.ns("mn"), lab.ns("rog")
+    lab.link(ns_mag, "tr0", ns_lma, "tr0")
+    for ns, v6, v4 in ((ns_lma, LMAA, LMA_V4), (ns_mag, MAG, MAG_V4)):
+        lab.addr(ns, "tr0", f"{v6}/64")
+        lab.addr(ns, "tr0", f"{v4}/24")
+    lab.link(ns_rog, "tr0", ns_lma, "tr1")
+    lab.addr(ns_lma, "tr1", f"{LMA_ROGUE_SIDE_V4}/24")
+    lab.addr(ns_rog, "tr0", f"{ROGUE_V4}/24")
+    lab.addr(ns_rog, "lo", f"{MAG_V4}/32")
+    lab.addr(ns_rog, "lo", f"{MAG}/128")
+    lab.run(ns_rog, f"ip route add 192.0.2.0/24 via {LMA_ROGUE_SIDE_V4}")
+    lab.link(ns_mn, "eth1", ns_mag, "acc1")
+    lab.link(ns_rog, "acc1", ns_rog, "rmn1")
+    lab.run(ns_rog, "ip link set rmn1 down")
+    lma_ike = Charon(
+        lab,
+        ns_lma,
+        tmp_path / "ike-lma",
+        "lma1",
+        [{"name": "mag1", "local_addrs": [LMA_V4], "remote_addrs": [MAG_V4], "initiate": False}],
+    )
+    mag_ike = Charon(
+        lab,
+        ns_mag,
+        tmp_path / "ike-mag",
+        "mag1",
+        [{"name": "lma1", "local_addrs": [MAG_V4], "remote_addrs": [LMA_V4], "initiate": True}],
+    )
+    lma_ike.start()
+    mag_ike.start()
+    mag_ike.wait_installed()
+    lma_ike.wait_installed()
+
+    def ipsec(charon: Charon) -> dict[str, Any]:
+        return {"vici_socket": str(charon.vici), "ingress_interface": "ipsec0"}
+
+    lma = daemon(lab, ns_lma, tmp_path, lma_config(tmp_path, "lma1", ipsec(lma_ike), 9571))
+    mag = daemon(
+        lab,
+        ns_mag,
+        tmp_path,
+        mag_config(tmp_path, "mag1", MAG, MNS[:1], ipsec(mag_ike), 9572, coa4=MAG_V4),
+    )
+    rogue = daemon(
+        lab,
+        ns_rog,
+        tmp_path,
+        mag_config(tmp_path, "rogue1", MAG, ROGUE_MNS[:1], None, 9573, coa4=MAG_V4),
+    )
+    link = Capture(lab, ns_lma, "tr0", tmp_path / "mag-lma.pcapng")
+    lma.start()
+    mag.start()
+    wait_for(lambda: MNS[0] in lma_rows(lma), 10, what="mn1 bound over IPv4/UDP")
+    assert lma_rows(lma)[MNS[0]]["mag_ipv4"] == MAG_V4
+    rogue.start()
+    lab.run(ns_rog, "ip link set rmn1 up")
+    wait_for(lambda: unprotected(lma) >= 3, 15, what="spoofed IPv4 PBUs counted")
+    rogue.stop()
+    assert ROGUE_MNS[0] not in lma_rows(lma)
+    assert "not protected by an IPsec SA" in lma.log_text()
+    link.stop()
+    assert link.count("udp.port == 5436 or mipv6") == 0
+    assert link.count("esp") >= 2
+    nd = "(icmpv6.type >= 133 and icmpv6.type <= 143)"
+    assert link.count(f"not (esp or isakmp or arp or udp.port == 4500 or {nd})") == 0

@@ -36,6 +36,9 @@ def pmip_agent_restart_keys(config: Mapping[str, Any]) -> dict[str, Any]:
         key: _plain(config.get(key))
         for key in ("role", "node_name", "state_dir", "control_socket", "log", "metrics")
     }
+    # The signalling sockets (ingress interface) and the SA watcher are set up at start.
+    keys["require_ipsec"] = bool(config.get("require_ipsec", False))
+    keys["ipsec"] = _plain(config.get("ipsec") or {})
     keys["dataplane"] = _plain(config.get("dataplane") or {})
     if role == "lma":
         lma = config.get("lma") or {}
