@@ -378,6 +378,39 @@ def test_signalling_only_under_ipsec(lab: Lab, tmp_path: Path) -> None:
         "refreshes_done_after_sa_s": round(resumed - sa_back, 3),
     }
     assert set(lma_rows(lma)) == bound and mag_registered(mag) == set(MNS)
+
+    # 5b. The LMA's charon killed, between two refreshes: the LMA trusts nothing while
+    # vici is gone, and its new charon initiates the SA again (the MAG's charon cannot
+    # tell the old SA died; it takes the new one in its place).
+    wait_for(
+        lambda: all(r["lifetime_remaining_s"] > 18 for r in lma_rows(lma).values()),
+        10,
+        0.05,
+        what="both MNs just refreshed",
+    )
+    empty = "IPsec child SAs installed: none"
+    seen = lma.log_text().count(empty)
+    t0 = time.monotonic()
+    lma_ike.kill()
+    wait_for(lambda: lma.log_text().count(empty) > seen, 5, 0.02, what="LMA table empty")
+    lma_ike.start()
+    lma_ike.swanctl("--initiate", "--child", "mag1-hosts")
+    sa_back = time.monotonic()
+    accepted = pbus_received(lma)
+    wait_for(
+        lambda: (
+            pbus_received(lma) >= accepted + 2
+            and all(r["lifetime_remaining_s"] > 18 for r in lma_rows(lma).values())
+        ),
+        15,
+        0.05,
+        what="both MNs' next refreshes through the LMA's new SA",
+    )
+    figures["lma_kill"] = {
+        "outage_s": round(sa_back - t0, 3),
+        "next_refreshes_after_sa_s": round(time.monotonic() - sa_back, 3),
+    }
+    assert set(lma_rows(lma)) == bound and mag_registered(mag) == set(MNS)
     for text in (lma.log_text(), mag.log_text()):
         assert "binding lost" not in text and "binding down" not in text
         assert "Traceback" not in text
