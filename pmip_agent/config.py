@@ -58,6 +58,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainValidator,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -364,6 +365,13 @@ def _parse_nai(value: object) -> str:
     return value
 
 
+def _parse_file_path(value: object) -> Path:
+    path = value if isinstance(value, Path) else Path(_need_str(value, "a path"))
+    if not str(path) or str(path) == ".":
+        raise ValueError("must name a file")
+    return path
+
+
 def _parse_abs_path(value: object) -> Path:
     path = value if isinstance(value, Path) else Path(_need_str(value, "a path"))
     if not path.is_absolute():
@@ -384,6 +392,7 @@ Name = Annotated[str, PlainValidator(_parse_name)]
 IfName = Annotated[str, PlainValidator(_parse_ifname)]
 Nai = Annotated[str, PlainValidator(_parse_nai)]
 AbsPath = Annotated[Path, PlainValidator(_parse_abs_path)]
+FilePath = Annotated[Path, PlainValidator(_parse_file_path)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
@@ -1155,6 +1164,18 @@ class AgentConfig(_Model):
         description="Policy profiles of the mobile nodes this node serves. An unlisted "
         "node gets no service.",
     )
+    mobile_nodes_file: FilePath | None = Field(
+        None,
+        description="More policy profiles, from a CSV file with one line per mobile node: "
+        "for fleets too large for mobile_nodes (a million nodes load in seconds). A header "
+        "line names the columns, as the keys of mobile_nodes[]: mn_id (required), ipv6, "
+        "ipv4.mode, ipv4.address, ipv4.default_router, ipv4.pool, ipv4.prefix, lma, "
+        "link_layer_ids (separated by spaces); an empty cell takes the default. The same "
+        "rules apply as in mobile_nodes, and an identifier, static address or MAC may not "
+        "appear in both. A relative path is relative to this file's directory. Reread on "
+        "reload.",
+    )
+    _file_profiles: dict[bytes, MnProfile] = PrivateAttr(default_factory=dict)
 
     @field_validator("mobile_nodes")
     @classmethod
@@ -1204,64 +1225,126 @@ class AgentConfig(_Model):
         return self
 
     def _check_lma_nodes(self, lma: LmaConfig, bad: _Found) -> None:
-        pools = {p.name: p for p in lma.ipv4_pools}
         for i, node in enumerate(self.mobile_nodes):
-            v4 = node.ipv4
-            at: Loc = ("mobile_nodes", i)
-            if node.ipv6 and lma.hnp_pool is None:
-                bad.add(
-                    (*at, "ipv6"),
-                    "true, but lma.hnp_pool is not configured (set ipv6: false for an "
-                    "IPv4-only node)",
-                )
-            if v4.mode is Ipv4Mode.LMA and not pools:
-                bad.add((*at, "ipv4", "mode"), "lma, but lma.ipv4_pools is empty")
-            elif v4.mode is Ipv4Mode.LMA and v4.pool is not None and v4.pool not in pools:
-                bad.add(
-                    (*at, "ipv4", "pool"),
-                    f"no pool named {v4.pool!r} in lma.ipv4_pools (known: {', '.join(pools)})",
-                )
-            elif v4.mode is Ipv4Mode.STATIC and v4.address is not None:
-                for pool in lma.ipv4_pools:
-                    if v4.address.ip in pool.prefix:
-                        bad.add(
-                            (*at, "ipv4", "address"),
-                            f"{v4.address.ip} is inside {pool.prefix} of LMA pool {pool.name}, "
-                            "which may allocate it to another node",
-                        )
-            elif (
-                v4.mode is Ipv4Mode.DHCP_SERVER
-                and v4.prefix is not None
-                and not any(v4.prefix.subnet_of(d) for d in lma.dhcp_server_pools)
-            ):
-                known = ", ".join(str(d) for d in lma.dhcp_server_pools) or "none"
-                bad.add(
-                    (*at, "ipv4", "prefix"),
-                    f"{v4.prefix} is not inside any of lma.dhcp_server_pools ({known}): the "
-                    "LMA must own the prefixes DHCP servers hand out (seed §6)",
-                )
+            self.check_node(
+                node, lambda loc, reason, i=i: bad.add(("mobile_nodes", i, *loc), reason)
+            )
 
     def _check_mag_nodes(self, mag: MagConfig, bad: _Found) -> None:
-        lma_names = [p.name for p in mag.lmas]
-        mn_ids = {n.mn_id for n in self.mobile_nodes}
         for i, node in enumerate(self.mobile_nodes):
-            if node.lma is not None and node.lma not in lma_names:
-                bad.add(
-                    ("mobile_nodes", i, "lma"),
-                    f"no LMA named {node.lma!r} in mag.lmas (known: {', '.join(lma_names)})",
-                )
-            if node.ipv4.mode is Ipv4Mode.DHCP_SERVER and mag.dhcp.mode != "relay":
-                bad.add(
-                    ("mobile_nodes", i, "ipv4", "mode"),
-                    f"dhcp-server needs mag.dhcp.mode relay (it is {mag.dhcp.mode}): the MAG "
-                    "relays DHCP to the server (seed Figure 3)",
-                )
-        for j, iface in enumerate(mag.access_interfaces):
-            if iface.mn_id is not None and iface.mn_id not in mn_ids:
-                bad.add(
+            self.check_node(
+                node, lambda loc, reason, i=i: bad.add(("mobile_nodes", i, *loc), reason)
+            )
+        if self.mobile_nodes_file is None:  # else checked once the file is read
+            self._check_access_mn_ids(bad.add)
+
+    def _check_access_mn_ids(self, report: Callable[..., None]) -> None:
+        if self.mag is None:
+            return
+        listed = {n.mn_id for n in self.mobile_nodes}
+        for j, iface in enumerate(self.mag.access_interfaces):
+            mn_id = iface.mn_id
+            if (
+                mn_id is not None
+                and mn_id not in listed
+                and mn_id.encode() not in self._file_profiles
+            ):
+                report(
                     ("mag", "access_interfaces", j, "mn_id"),
-                    f"{iface.mn_id!r} is not in mobile_nodes",
+                    f"{iface.mn_id!r} is not in mobile_nodes"
+                    + (" or mobile_nodes_file" if self.mobile_nodes_file else ""),
                 )
+
+    def check_node(self, node: MobileNodeConfig, report: Callable[[Loc, str], None]) -> None:
+        """The checks of one mobile node against the rest of the file (its role's section),
+        each problem given to ``report`` at a path relative to the node."""
+        if self.role == "lma" and self.lma is not None:
+            self._check_lma_node(self.lma, node, report)
+        elif self.role == "mag" and self.mag is not None:
+            self._check_mag_node(self.mag, node, report)
+
+    @staticmethod
+    def _check_lma_node(
+        lma: LmaConfig, node: MobileNodeConfig, report: Callable[[Loc, str], None]
+    ) -> None:
+        v4 = node.ipv4
+        if node.ipv6 and lma.hnp_pool is None:
+            report(
+                ("ipv6",),
+                "true, but lma.hnp_pool is not configured (set ipv6: false for an IPv4-only node)",
+            )
+        pools = [p.name for p in lma.ipv4_pools]
+        if v4.mode is Ipv4Mode.LMA and not pools:
+            report(("ipv4", "mode"), "lma, but lma.ipv4_pools is empty")
+        elif v4.mode is Ipv4Mode.LMA and v4.pool is not None and v4.pool not in pools:
+            report(
+                ("ipv4", "pool"),
+                f"no pool named {v4.pool!r} in lma.ipv4_pools (known: {', '.join(pools)})",
+            )
+        elif v4.mode is Ipv4Mode.STATIC and v4.address is not None:
+            for pool in lma.ipv4_pools:
+                if v4.address.ip in pool.prefix:
+                    report(
+                        ("ipv4", "address"),
+                        f"{v4.address.ip} is inside {pool.prefix} of LMA pool {pool.name}, "
+                        "which may allocate it to another node",
+                    )
+        elif (
+            v4.mode is Ipv4Mode.DHCP_SERVER
+            and v4.prefix is not None
+            and not any(v4.prefix.subnet_of(d) for d in lma.dhcp_server_pools)
+        ):
+            known = ", ".join(str(d) for d in lma.dhcp_server_pools) or "none"
+            report(
+                ("ipv4", "prefix"),
+                f"{v4.prefix} is not inside any of lma.dhcp_server_pools ({known}): the "
+                "LMA must own the prefixes DHCP servers hand out (seed §6)",
+            )
+
+    @staticmethod
+    def _check_mag_node(
+        mag: MagConfig, node: MobileNodeConfig, report: Callable[[Loc, str], None]
+    ) -> None:
+        lma_names = [p.name for p in mag.lmas]
+        if node.lma is not None and node.lma not in lma_names:
+            report(
+                ("lma",),
+                f"no LMA named {node.lma!r} in mag.lmas (known: {', '.join(lma_names)})",
+            )
+        if node.ipv4.mode is Ipv4Mode.DHCP_SERVER and mag.dhcp.mode != "relay":
+            report(
+                ("ipv4", "mode"),
+                f"dhcp-server needs mag.dhcp.mode relay (it is {mag.dhcp.mode}): the MAG "
+                "relays DHCP to the server (seed Figure 3)",
+            )
+
+    def load_mobile_nodes_file(self, base_dir: Path | None) -> list[Problem]:
+        """Read ``mobile_nodes_file`` (relative to ``base_dir``, the config file's
+        directory) and keep its profiles; the problems found (none: all is well)."""
+        from .mobile_nodes_file import read_mobile_nodes_file
+
+        self._file_profiles = {}
+        if self.mobile_nodes_file is None:
+            return []
+        path = self.mobile_nodes_file
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        taken: dict[str, set[Any]] = {
+            "mn_id": {n.mn_id for n in self.mobile_nodes},
+            "static address": {
+                n.ipv4.address.ip
+                for n in self.mobile_nodes
+                if n.ipv4.mode is Ipv4Mode.STATIC and n.ipv4.address is not None
+            },
+            "link-layer id": {mac for n in self.mobile_nodes for mac in n.link_layer_ids},
+        }
+        profiles, problems = read_mobile_nodes_file(path, self, self.check_node, _parse_nai, taken)
+        self._file_profiles = profiles
+        if not problems:
+            self._check_access_mn_ids(
+                lambda loc, reason: problems.append(Problem(_format_loc(loc), reason))
+            )
+        return problems
 
     # --- engine values --------------------------------------------------------------
 
@@ -1272,12 +1355,15 @@ class AgentConfig(_Model):
 
     def summary(self) -> str:
         """One line for logs and ``pmip-agent check``: role, name, mobile node count."""
-        count = len(self.mobile_nodes)
+        count = len(self.mobile_nodes) + len(self._file_profiles)
         return f"{self.role} {self.node_name}, {count} mobile node{'' if count == 1 else 's'}"
 
     def profiles(self) -> dict[bytes, MnProfile]:
-        """Policy profiles keyed by the MN identifier's UTF-8 bytes, in file order."""
-        return {p.mn_id: p for p in (n.profile() for n in self.mobile_nodes)}
+        """Policy profiles keyed by the MN identifier's UTF-8 bytes: mobile_nodes_file's,
+        then mobile_nodes in file order. A new dict each call; the profiles are shared."""
+        profiles = dict(self._file_profiles)
+        profiles.update((p.mn_id, p) for p in (n.profile() for n in self.mobile_nodes))
+        return profiles
 
     def lma_settings(self) -> LmaSettings:
         """The LMA engine's settings. Raises RuntimeError unless role is lma."""
@@ -1445,8 +1531,11 @@ def _yaml_problem(exc: yaml.YAMLError, source: str) -> Problem:
     return Problem(source, f"{reason} at line {mark.line + 1}, column {mark.column + 1}")
 
 
-def parse_yaml(text: str, source: str = "<string>") -> AgentConfig:
-    """Validate a configuration given as YAML text. Raises ConfigError."""
+def parse_yaml(
+    text: str, source: str = "<string>", base_dir: str | os.PathLike[str] | None = None
+) -> AgentConfig:
+    """Validate a configuration given as YAML text. Raises ConfigError. A relative
+    mobile_nodes_file is read from ``base_dir`` (default: the current directory)."""
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -1458,7 +1547,7 @@ def parse_yaml(text: str, source: str = "<string>") -> AgentConfig:
     lines: dict[Loc, int] = {}
     if node is not None:
         _record_lines(node, (), lines)
-    return parse_config(data, source=source, lines=lines)
+    return parse_config(data, source=source, lines=lines, base_dir=base_dir)
 
 
 def load_config(path: str | os.PathLike[str]) -> AgentConfig:
@@ -1475,13 +1564,18 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         ) from None
     except UnicodeDecodeError as exc:
         raise ConfigError([Problem(source, f"not UTF-8 text: {exc.reason}")], source) from None
-    return parse_yaml(text, source)
+    return parse_yaml(text, source, base_dir=Path(source).parent)
 
 
 def parse_config(
-    data: object, *, source: str = "<data>", lines: Mapping[Loc, int] | None = None
+    data: object,
+    *,
+    source: str = "<data>",
+    lines: Mapping[Loc, int] | None = None,
+    base_dir: str | os.PathLike[str] | None = None,
 ) -> AgentConfig:
-    """Validate already-parsed data (the mapping YAML gives). Raises ConfigError.
+    """Validate already-parsed data (the mapping YAML gives), then read its
+    mobile_nodes_file (relative to ``base_dir``) if it names one. Raises ConfigError.
     ``lines`` maps paths to YAML line numbers for the messages."""
     if data is None:
         raise ConfigError(
@@ -1497,9 +1591,13 @@ def parse_config(
             source,
         )
     try:
-        return AgentConfig.model_validate(data)
+        config = AgentConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_convert(exc, lines or {}), source) from None
+    problems = config.load_mobile_nodes_file(None if base_dir is None else Path(base_dir))
+    if problems:
+        raise ConfigError(problems, source)
+    return config
 
 
 def _convert(exc: ValidationError, lines: Mapping[Loc, int]) -> list[Problem]:
