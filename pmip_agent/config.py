@@ -1360,7 +1360,10 @@ class AgentConfig(_Model):
 
     def profiles(self) -> dict[bytes, MnProfile]:
         """Policy profiles keyed by the MN identifier's UTF-8 bytes: mobile_nodes_file's,
-        then mobile_nodes in file order. A new dict each call; the profiles are shared."""
+        then mobile_nodes in file order. Read-only: without a mobile_nodes list this is
+        the file's own dict (a copy of a million entries would cost 40 MB for nothing)."""
+        if not self.mobile_nodes:
+            return self._file_profiles
         profiles = dict(self._file_profiles)
         profiles.update((p.mn_id, p) for p in (n.profile() for n in self.mobile_nodes))
         return profiles

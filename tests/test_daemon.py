@@ -89,6 +89,9 @@ def test_lma_kill9_restart_keeps_bindings(lab: Lab, tmp_path: Path) -> None:
         assert after[key] == before[key], key
     assert 0 < after["lifetime_remaining_s"] <= before["lifetime_remaining_s"]
     assert "restored 1 bindings" in topo.lma.log_text()
+    # A restored binding is not a PBU received: the counters start again from zero.
+    counted = topo.lma.metrics().get('pmip_pbu_total{direction="received",status="0"}', 0)
+    assert counted == 0
     pools = {p["name"]: p for p in topo.lma.ctl_json("pools")}
     assert pools["pool1"]["used"] == 1  # the restored HoA is taken, not free for another MN
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import gc
 import os
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
@@ -258,6 +258,11 @@ class LmaStore(_SqliteStore):
 
     def load(self) -> list[BindingView]:
         """Every stored binding, for ``LmaEngine.restore``."""
+        return [view for batch in self.load_batches() for view in batch]
+
+    def load_batches(self, size: int = 50_000) -> Iterator[list[BindingView]]:
+        """Every stored binding, ``size`` at a time: a restart with a million bindings
+        restores them batch by batch instead of holding a million views at once."""
         cursor = self._select()
         cache: dict[Any, Any] = {}
         # A million new objects would run the cyclic GC dozens of times over an ever larger
@@ -265,12 +270,19 @@ class LmaStore(_SqliteStore):
         gc_was_enabled = gc.isenabled()
         gc.disable()
         try:
-            return [binding_from_row(row, cache) for row in cursor]
-        except sqlite3.Error as exc:
-            raise StoreError(self.path, "read failed", exc) from exc
-        except (ValueError, TypeError) as exc:
-            raise StoreError(self.path, "a bindings row cannot be decoded", exc) from exc
+            while True:
+                try:
+                    rows = cursor.fetchmany(size)
+                    batch = [binding_from_row(row, cache) for row in rows]
+                except sqlite3.Error as exc:
+                    raise StoreError(self.path, "read failed", exc) from exc
+                except (ValueError, TypeError) as exc:
+                    raise StoreError(self.path, "a bindings row cannot be decoded", exc) from exc
+                if not batch:
+                    return
+                yield batch
         finally:
+            cursor.close()
             if gc_was_enabled:
                 gc.enable()
 
