@@ -12,9 +12,10 @@ MN3: IPv4-only, HoA from Kea through MAG2's relay hook, anchored at LMA1.
 `up` runs `ansible-playbook -i inventories/lab playbooks/lab.yml`: the lab_topology role
 builds (or repairs) the namespaces and links, then the nat, kea, strongswan, pmip_lma
 and pmip_mag roles deploy into them (a second run changes nothing). Then it runs the
-scenario and writes build/lab-report.json. `down` removes everything. Every figure in
-the report is observed (pmipctl, DHCP client scripts, pings), never read from
-configuration.
+scenario (see scenario()) and writes build/lab-report.json; it exits non-zero when a
+check fails. `down` removes everything. Every figure in the report is observed (the
+LMAs' bindings through pmipctl, the DHCP clients' leases, pings, and what the CN says
+it received through lab/traffic.py), never read from configuration.
 """
 
 from __future__ import annotations
@@ -396,6 +397,8 @@ def summarize_handover(
 
 
 def scenario() -> dict[str, Any]:
+    """Each MN attaches afresh, gets its HoA by DHCP and reaches the CN from it; then MN1
+    hands over from MAG1 to MAG2 under traffic, and goes back for the next run."""
     report: dict[str, Any] = {"mobile_nodes": [], "started": time.time()}
     for mn, spec in MNS.items():
         attach(mn, spec["mag"])  # a fresh attachment each run
