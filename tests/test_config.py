@@ -588,3 +588,12 @@ def test_duplicate_message_survives_braces_in_values() -> None:
     nodes = [{"mn_id": "a{0}{x}@example.net"}, {"mn_id": "a{0}{x}@example.net"}]
     text = errors_of(minimal_lma(mobile_nodes=nodes))
     assert "duplicate mn_id 'a{0}{x}@example.net' (also at mobile_nodes[0].mn_id)" in text
+
+
+def test_require_ipsec_defaults_and_checks() -> None:
+    assert not parse_config(minimal_lma()).require_ipsec
+    config = parse_config(minimal_mag(require_ipsec=True, ipsec={"ingress_interface": "ipsec0"}))
+    assert config.require_ipsec and config.ipsec.ingress_interface == "ipsec0"
+    assert str(config.ipsec.vici_socket) == "/var/run/charon.vici"
+    text = errors_of(minimal_lma(ipsec={"vici_socket": "charon.vici", "poll_interval_s": 0}))
+    assert "ipsec.vici_socket:" in text and "ipsec.poll_interval_s:" in text
