@@ -11,6 +11,7 @@ from ipaddress import IPv4Address
 
 from ..wire.constants import WireProfile
 from .events import BindingView, Encapsulation, Peer, Prefix6
+from .templates import PbaTemplate
 
 ACTIVE = "active"
 DEREGISTERED = "deregistered"
@@ -40,9 +41,9 @@ class BindingCacheEntry:
     link_layer_id: bytes | None
     state: str = ACTIVE
     timer_generation: int = 0
-    # The last accepted re-registration as (PBU key, its timestamp offset, PBA bytes, their
-    # timestamp offset, config generation): the LMA's fast path for unchanged refreshes.
-    refresh: tuple[bytes, int, bytes, int, int] | None = None
+    # The shared PBA template that answered the last accepted PBU (templates.py), if it
+    # can answer an unchanged re-registration too: the LMA's refresh fast path.
+    refresh: PbaTemplate | None = None
 
     @property
     def mn_name(self) -> str:

@@ -53,6 +53,8 @@ from .events import (
 )
 from .policy import Ipv4Mode, LmaSettings, MnProfile
 from .pools import PoolSet, PrefixPool
+from .templates import MAX_TEMPLATES_PER_SHAPE, ZERO16, PbaTemplate, ShapeBook
+from .templates import ZERO4 as ZERO4_BYTES
 
 ZERO4 = IPv4Address(0)
 ZERO6 = IPv6Address(0)
@@ -118,18 +120,12 @@ def _mapped(v4: IPv4Address) -> IPv6Address:
     return IPv6Address(b"\0" * 10 + b"\xff\xff" + v4.packed)
 
 
-def _timestamp_offset(mh: bytes) -> int | None:
-    """Where the Timestamp option's value sits in a Mobility Header, or None."""
-    offset = 12
-    while offset + 2 <= len(mh):
-        kind = mh[offset]
-        if kind == 0:
-            offset += 1
-            continue
-        if kind == 27 and mh[offset + 1] == 8:
-            return offset + 2
-        offset += 2 + mh[offset + 1]
-    return None
+def _profile_kind(profile: MnProfile) -> tuple[object, ...]:
+    """What of a profile a PBA template depends on: profiles alike share templates."""
+    return (profile.ipv4_mode, profile.ipv6, profile.ipv4_pool)
+
+
+_LMA_SOURCE = str(Ipv4Mode.LMA)
 
 
 def _seq_newer(new: int, old: int) -> bool:
@@ -155,13 +151,17 @@ class LmaEngine:
         self._out: list[Transmit] = []
         self._events: deque[Event] = deque()
         self._peers: dict[tuple[IPv6Address, IPv4Address | None, int], Peer] = {}
-        self._generation = 0
+        self._generation = 0  # bumped by reconfigure: older templates are not used
+        self._shapes = ShapeBook()
+        self.fast_paths = True  # False: every PBU takes the full path (tests compare both)
 
     # --- inputs -----------------------------------------------------------------------
 
     def receive_ipv6(self, mh: bytes, src: IPv6Address, now: float) -> None:
         """A Mobility Header from a raw IPv6 socket (the kernel checked its checksum)."""
-        if self._fast_refresh(mh, src, now):
+        if type(mh) is not bytes:
+            mh = bytes(mh)
+        if self.fast_paths and len(mh) >= 16 and mh[12] == 8 and self._fast(mh, src, now):
             return
         peer = self._peer(src, None, 0)
         try:
@@ -271,7 +271,8 @@ class LmaEngine:
             pools,
             hnp_pool,
         )
-        self._generation += 1  # refresh templates answered under the old configuration
+        self._generation += 1  # templates answered under the old configuration
+        self._shapes.clear()
         self._cache.clear()
         self._by_hoa.clear()
         for entry in entries:
@@ -418,7 +419,6 @@ class LmaEngine:
             udp = nat or forced_udp
             encapsulation = Encapsulation.IPV4_UDP if udp else Encapsulation.IPV4
         lifetime_s = min(pbu.msg.lifetime * 4, settings.max_lifetime_s)
-        ts_in_use = settings.timestamps
         hoa, plen, router, source, pool_name = ipv4 or (None, 0, None, None, None)
         if entry is None:
             change, previous = "created", None
@@ -471,62 +471,206 @@ class LmaEngine:
             self._by_hoa[hoa] = entry.mn_id
         self._schedule(entry, entry.expires_at)
         self._events.append(BindingUp(entry.view(), change, previous))
+        entry.refresh = None
         if pbu.msg.flags & _A:
+            sent = len(self._out)
             self._reply_accept(pbu, entry, peer, local6, lifetime_s, ipv4_failure)
-            if pbu.raw is not None and pbu.ts is not None and ts_in_use and not ipv4_failure:
-                self._capture_refresh(entry, pbu.raw)
+            if (
+                len(self._out) > sent
+                and pbu.ts is not None
+                and settings.timestamps
+                and ipv4_failure is None
+                and peer.v4 is None
+            ):
+                self._capture(entry, pbu, profile, self._out[-1].data)
 
     def _accept_replay_state(self, entry: BindingCacheEntry, pbu: _Pbu) -> None:
         entry.last_sequence = pbu.msg.sequence
         if pbu.ts is not None and self.settings.timestamps:
             entry.last_timestamp = pbu.ts.value
 
-    # --- re-registration fast path ----------------------------------------------------
+    # --- fast paths -------------------------------------------------------------------
 
-    def _fast_refresh(self, mh: bytes, src: IPv6Address, now: float) -> bool:
-        """RFC 5213 §5.3.3: the serving MAG re-registers an unchanged binding. A PBU that is
-        byte for byte the MN's last accepted one but for checksum, sequence number and
-        timestamp can only be accepted the same way, so its PBA is the last PBA with those
-        two fields replaced. Anything else, including every reject, takes the full path."""
-        if len(mh) < 16 or mh[12] != 8:  # a template always starts with the MN-ID option
+    def _fast(self, mh: bytes, src: IPv6Address, now: float) -> bool:
+        """Answer a PBU of a known shape from a PBA template (see templates.py), when the
+        outcome can only be the full path's acceptance. False: take the full path."""
+        mn_id = mh[15 : 14 + mh[13]]
+        entry = self._cache.get(mn_id)
+        if entry is None:
+            return self._fast_register(mh, mn_id, src, now)
+        return self._fast_refresh(mh, entry, src, now)
+
+    def _fast_register(self, mh: bytes, mn_id: bytes, src: IPv6Address, now: float) -> bool:
+        """RFC 5213 §5.3.2 for a new MN whose profile has the LMA allocate its addresses: the
+        steps of _process with every branch that could reject left to the full path."""
+        shape = self._shapes.find(mh)
+        if shape is None:
             return False
-        entry = self._cache.get(mh[15 : 14 + mh[13]])
-        if entry is None or entry.refresh is None:
+        profile = self.profiles.get(mn_id)
+        if profile is None:
             return False
-        key, pbu_ts, pba, pba_ts, generation = entry.refresh
+        template = shape.templates.get(_profile_kind(profile))
+        settings = self.settings
+        allowed = settings.allowed_mags
         if (
-            generation != self._generation
+            template is None
+            or template.generation != self._generation
+            or (allowed is not None and src not in allowed)
+        ):
+            return False
+        stamp = mh[shape.ts : shape.ts + 8]
+        ts = int.from_bytes(stamp, "big")
+        if abs(ts / 65536 - now) > settings.timestamp_window_s:
+            return False
+        hnp_pool = self.hnp_pool
+        if shape.hnp and (
+            shape.hnp_plen
+            or mh[shape.hnp : shape.hnp + 16] != ZERO16
+            or hnp_pool is None
+            or not hnp_pool.has_free()  # checked first: the full path allocates it first
+        ):
+            return False
+        hoa = pool = None
+        if shape.v4:
+            if mh[shape.v4 : shape.v4 + 4] != ZERO4_BYTES:
+                return False
+            pool = self.pools.get(profile.ipv4_pool)
+            if pool is None:
+                return False
+            by_hoa = self._by_hoa
+            hoa = pool.allocate()
+            while hoa is not None and by_hoa.get(hoa, mn_id) != mn_id:
+                hoa = pool.allocate()  # a static HoA inside the pool: leave it taken
+            if hoa is None:
+                return False  # the full path answers "exhausted"
+        hnps: tuple[Prefix6, ...] = ()
+        if shape.hnp:
+            hnps = (hnp_pool.allocate(),)  # type: ignore[union-attr,assignment]
+        pba = template.build(
+            mh[6:8],
+            mn_id,
+            stamp,
+            hnps[0][0].packed if hnps else None,
+            hoa.packed if hoa is not None else None,
+        )
+        if pba is None:  # cannot happen: a stored template was checked against this shape
+            self._rollback([(pool, hoa)] if hoa is not None else [])
+            self._rollback([(hnp_pool, hnps[0])] if hnps else [])
+            return False
+        lifetime_s = min(shape.lifetime * 4, settings.max_lifetime_s)
+        peer = self._peer(src, None, 0)
+        entry = BindingCacheEntry(
+            mn_id,
+            peer,
+            Encapsulation.IPV6,
+            False,
+            hoa,
+            pool.prefix_len if pool is not None else 0,
+            pool.default_router if pool is not None else None,
+            _LMA_SOURCE if pool is not None else None,
+            pool.name if pool is not None else None,
+            hnps,
+            lifetime_s,
+            now + lifetime_s,
+            now,
+            (mh[6] << 8) | mh[7],
+            ts,
+            shape.wire_profile,
+            shape.att,
+            shape.llid,
+        )
+        entry.refresh = template
+        self._cache[mn_id] = entry
+        if hoa is not None:
+            self._by_hoa[hoa] = mn_id
+        self._schedule(entry, entry.expires_at)
+        self._events.append(BindingUp(entry.view(), "created", None))
+        self._out.append(Transmit(pba, peer))
+        return True
+
+    def _fast_refresh(
+        self, mh: bytes, entry: BindingCacheEntry, src: IPv6Address, now: float
+    ) -> bool:
+        """RFC 5213 §5.3.3: the serving MAG re-registers an unchanged binding with a PBU of
+        the shape its last accepted one had, asking for the addresses it holds (or for
+        any). That can only be accepted the same way, so the PBA is the template's with the
+        per-MN fields filled in. Anything else, including every reject, takes the full
+        path."""
+        template = entry.refresh
+        if (
+            template is None
+            or template.generation != self._generation
             or entry.state != ACTIVE
             or entry.mag.v4 is not None
             or entry.mag.v6 != src
-            or mh[:4] + mh[8:pbu_ts] + mh[pbu_ts + 8 :] != key
         ):
             return False
-        stamp = mh[pbu_ts : pbu_ts + 8]
+        shape = template.shape
+        if mh[:4] + mh[8:15] != shape.head or not shape.matches(mh):
+            return False
+        stamp = mh[shape.ts : shape.ts + 8]
         ts = int.from_bytes(stamp, "big")
         if ts <= entry.last_timestamp or abs(ts / 65536 - now) > self.settings.timestamp_window_s:
             return False  # the full path answers with 156 or 157
-        seq = mh[6:8]
-        entry.last_sequence = int.from_bytes(seq, "big")
+        hnp = hoa = None
+        if shape.hnp:
+            hnp = entry.hnps[0][0].packed
+            asked = mh[shape.hnp : shape.hnp + 16]
+            if asked != (hnp if shape.hnp_plen else ZERO16):
+                return False
+        if shape.v4:
+            hoa = entry.ipv4_hoa.packed  # type: ignore[union-attr]
+            asked = mh[shape.v4 : shape.v4 + 4]
+            if asked != hoa and asked != ZERO4_BYTES:
+                return False
+        pba = template.build(mh[6:8], entry.mn_id, stamp, hnp, hoa)
+        if pba is None:
+            return False
+        entry.last_sequence = (mh[6] << 8) | mh[7]
         entry.last_timestamp = ts
         entry.expires_at = now + entry.lifetime_s
         self._schedule(entry, entry.expires_at)
         self._events.append(BindingUp(entry.view(), "refreshed"))
-        self._out.append(
-            Transmit(pba[:8] + seq + pba[10:pba_ts] + stamp + pba[pba_ts + 8 :], entry.mag)
-        )
+        self._out.append(Transmit(pba, entry.mag))
         return True
 
-    def _capture_refresh(self, entry: BindingCacheEntry, raw: bytes) -> None:
-        """Keep this accepted PBU and its PBA as the template for the fast path."""
-        pba = self._out[-1].data if self._out else None
-        pbu_ts = _timestamp_offset(raw)
-        pba_ts = _timestamp_offset(pba) if pba is not None else None
-        if pba is None or pbu_ts is None or pba_ts is None or raw[12] != 8:
-            entry.refresh = None
+    def _capture(self, entry: BindingCacheEntry, pbu: _Pbu, profile: MnProfile, pba: bytes) -> None:
+        """After a full-path acceptance over IPv6: learn the PBU's shape and the PBA
+        template for it, and let the entry use the template if, filled in with this
+        entry's values, it gives exactly the PBA the full path just sent."""
+        raw = pbu.raw
+        if raw is None or (pbu.ipv4 and profile.ipv4_mode is not Ipv4Mode.LMA):
             return
-        key = raw[:4] + raw[8:pbu_ts] + raw[pbu_ts + 8 :]
-        entry.refresh = (key, pbu_ts, pba, pba_ts, self._generation)
+        if len(pbu.hnps) > 1 or len(entry.hnps) != len(pbu.hnps):
+            return
+        shape = self._shapes.learn(
+            raw,
+            {
+                "flags": pbu.msg.flags,
+                "lifetime": pbu.msg.lifetime,
+                "wire_profile": pbu.profile,
+                "att": pbu.att.value,  # type: ignore[union-attr]
+                "llid": pbu.llid.identifier if pbu.llid else None,
+            },
+        )
+        if shape is None:
+            return
+        kind = _profile_kind(profile)
+        template = shape.templates.get(kind)
+        known = template is not None and template.generation == self._generation
+        if not known:
+            template = PbaTemplate.derive(shape, pba, self._generation)
+            if template is None:
+                return
+        hnp = entry.hnps[0][0].packed if entry.hnps else None
+        hoa = entry.ipv4_hoa.packed if entry.ipv4_hoa is not None and shape.v4 else None
+        stamp = raw[shape.ts : shape.ts + 8]
+        if template.build(raw[6:8], entry.mn_id, stamp, hnp, hoa) != pba:  # type: ignore[union-attr]
+            return
+        entry.refresh = template
+        room = len(shape.templates) < MAX_TEMPLATES_PER_SHAPE or kind in shape.templates
+        if not known and room:
+            shape.templates[kind] = template  # type: ignore[assignment]
 
     # --- address decisions ------------------------------------------------------------
 

@@ -140,6 +140,11 @@ class PrefixPool:
             return None
         return IPv6Address((self._base + idx) << self._shift), self.prefix_len
 
+    def has_free(self) -> bool:
+        """Whether ``allocate`` would succeed: every free slot is either past the cursor
+        or on the released queue."""
+        return self._slots.used_count < self._slots.size
+
     def reserve(self, prefix: IPv6Address, plen: int) -> bool:
         idx = self._index(prefix, plen)
         return idx is not None and self._slots.take(idx)

@@ -1,0 +1,201 @@
+"""Byte templates behind the LMA's fast paths: PBU shapes and the PBAs that answer them.
+
+A PBU *shape* is a Proxy Binding Update with its variable fields masked out: sequence
+number, checksum, MN identifier octets (not their length or subtype), timestamp value, the
+HNP's 16 prefix octets and the IPv4 address of the IPv4 HoA Request / Home Address option.
+Decoding accepts any value in those fields, so a message whose unmasked octets equal those
+of a PBU the strict decoder once accepted decodes to the same options with the new values:
+no strictness rule is skipped by recognising the shape instead of decoding it.
+
+A *PBA template* is an acknowledgement the full path once produced for one shape and one
+kind of policy profile, with the offsets of the fields that vary per MN (sequence number,
+MN identifier, timestamp, HNP, IPv4 home address). Templates are shared by every binding
+that was answered with them: a binding keeps a reference, not its own bytes.
+
+Everything here is plain bytes and offsets; the LMA engine decides when a template may be
+used, and checks every template against a full-path answer before trusting it.
+"""
+
+from __future__ import annotations
+
+from operator import itemgetter
+from typing import Any
+
+MN_ID_TYPE, TIMESTAMP_TYPE, HNP_TYPE = 8, 27, 22
+IPV4_REQUEST_TYPES = (36, 29)  # IPv4 HoA Request (RFC 5844), IPv4 Home Address (draft)
+IPV4_REPLY_TYPES = (37, 30)  # IPv4 HoA Reply (RFC 5844), IPv4 Address Ack (draft)
+ZERO4 = bytes(4)
+ZERO16 = bytes(16)
+MAX_SHAPES = 1024  # distinct shapes kept; beyond that, new ones just take the full path
+MAX_TEMPLATES_PER_SHAPE = 64
+
+
+def option_offsets(mh: bytes) -> dict[int, list[int]]:
+    """Offsets of each option's Type octet in a Mobility Header the decoder accepted."""
+    found: dict[int, list[int]] = {}
+    offset, end = 12, len(mh)
+    while offset < end:
+        kind = mh[offset]
+        if kind == 0:
+            offset += 1
+            continue
+        if kind != 1:
+            found.setdefault(kind, []).append(offset)
+        offset += 2 + mh[offset + 1]
+    return found
+
+
+def shape_head(mh: bytes) -> bytes:
+    """Header, flags, lifetime, and the MN-ID option's type, length and subtype: what a
+    PBU's shape is looked up by (sequence number and checksum left out)."""
+    return mh[:4] + mh[8:15]
+
+
+class PbuShape:
+    """One PBU shape and what the decoder made of its unmasked part."""
+
+    __slots__ = (
+        "att",
+        "flags",
+        "head",
+        "hnp",
+        "hnp_plen",
+        "keep",
+        "length",
+        "lifetime",
+        "llid",
+        "tail",
+        "templates",
+        "ts",
+        "v4",
+        "wire_profile",
+    )
+
+    def __init__(
+        self, mh: bytes, ts: int, hnp: int, hnp_plen: int, v4: int, decoded: dict[str, Any]
+    ) -> None:
+        self.head = shape_head(mh)
+        self.length = len(mh)
+        self.ts, self.hnp, self.hnp_plen, self.v4 = ts, hnp, hnp_plen, v4  # 0: not present
+        masked = sorted((o, n) for o, n in ((ts, 8), (hnp, 16), (v4, 4)) if o)
+        cuts, start = [], 15 + mh[13] - 1  # the MN identifier ends at 14 + its length
+        for offset, size in masked:
+            cuts.append(slice(start, offset))
+            start = offset + size
+        cuts.append(slice(start, None))
+        self.keep = itemgetter(*cuts)  # at least two slices: a tuple of bytes
+        self.tail: tuple[bytes, ...] = self.keep(mh)
+        self.flags: int = decoded["flags"]
+        self.lifetime: int = decoded["lifetime"]
+        self.wire_profile = decoded["wire_profile"]
+        self.att: int = decoded["att"]
+        self.llid: bytes | None = decoded["llid"]
+        self.templates: dict[object, PbaTemplate] = {}
+
+    def matches(self, mh: bytes) -> bool:
+        return len(mh) == self.length and self.keep(mh) == self.tail
+
+
+class ShapeBook:
+    """The shapes learnt so far, by head."""
+
+    __slots__ = ("_by_head", "count")
+
+    def __init__(self) -> None:
+        self._by_head: dict[bytes, list[PbuShape]] = {}
+        self.count = 0
+
+    def clear(self) -> None:
+        self._by_head.clear()
+        self.count = 0
+
+    def find(self, mh: bytes) -> PbuShape | None:
+        shapes = self._by_head.get(mh[:4] + mh[8:15])
+        if shapes is not None:
+            for shape in shapes:
+                if len(mh) == shape.length and shape.keep(mh) == shape.tail:
+                    return shape
+        return None
+
+    def learn(self, mh: bytes, decoded: dict[str, Any]) -> PbuShape | None:
+        """The shape of an accepted PBU (MN-ID first, one timestamp, at most one HNP and
+        one IPv4 request), adding it if new; None for anything else."""
+        if len(mh) < 16 or mh[12] != MN_ID_TYPE:
+            return None
+        offsets = option_offsets(mh)
+        stamps, hnps = offsets.get(TIMESTAMP_TYPE, ()), offsets.get(HNP_TYPE, ())
+        requests = [o for t in IPV4_REQUEST_TYPES for o in offsets.get(t, ())]
+        if len(stamps) != 1 or len(hnps) > 1 or len(requests) > 1:
+            return None
+        ts = stamps[0] + 2
+        hnp = hnps[0] + 4 if hnps else 0
+        v4 = requests[0] + 4 if requests else 0
+        hnp_plen = mh[hnps[0] + 3] if hnps else 0
+        found = self.find(mh)
+        if found is not None:
+            return found if (found.ts, found.hnp, found.v4) == (ts, hnp, v4) else None
+        if self.count >= MAX_SHAPES:
+            return None
+        shape = PbuShape(mh, ts, hnp, hnp_plen, v4, decoded)
+        self._by_head.setdefault(shape.head, []).append(shape)
+        self.count += 1
+        return shape
+
+
+class PbaTemplate:
+    """A PBA for one (shape, profile kind), with the offsets of its per-MN fields."""
+
+    __slots__ = ("data", "generation", "hnp", "mn_id", "mn_id_end", "shape", "ts", "v4")
+
+    def __init__(
+        self, shape: PbuShape, data: bytes, generation: int, mn_id: int, ts: int, hnp: int, v4: int
+    ) -> None:
+        self.shape = shape
+        self.data = data
+        self.generation = generation
+        self.mn_id, self.mn_id_end = mn_id, mn_id + shape.head[-2] - 1  # identifier octets
+        self.ts, self.hnp, self.v4 = ts, hnp, v4
+
+    @classmethod
+    def derive(cls, shape: PbuShape, pba: bytes, generation: int) -> PbaTemplate | None:
+        """Locate the per-MN fields in a PBA the full path produced for ``shape``."""
+        offsets = option_offsets(pba)
+        ids = offsets.get(MN_ID_TYPE, ())
+        stamps = offsets.get(TIMESTAMP_TYPE, ())
+        hnps = offsets.get(HNP_TYPE, ())
+        replies = [o for t in IPV4_REPLY_TYPES for o in offsets.get(t, ())]
+        if (
+            len(ids) != 1
+            or pba[ids[0] + 1] != shape.head[-2]
+            or len(stamps) != 1
+            or len(hnps) != (1 if shape.hnp else 0)
+            or len(replies) > 1
+        ):
+            return None
+        return cls(
+            shape,
+            pba,
+            generation,
+            ids[0] + 3,
+            stamps[0] + 2,
+            hnps[0] + 4 if hnps else 0,
+            replies[0] + 4 if replies else 0,
+        )
+
+    def build(
+        self, sequence: bytes, mn_id: bytes, stamp: bytes, hnp: bytes | None, hoa: bytes | None
+    ) -> bytes | None:
+        """This PBA for another MN; None when the values do not fit the template."""
+        if len(mn_id) != self.mn_id_end - self.mn_id or (hnp is None) != (not self.hnp):
+            return None
+        if (hoa is None) != (not self.v4):
+            return None
+        data = bytearray(self.data)
+        data[8:10] = sequence
+        data[self.mn_id : self.mn_id_end] = mn_id
+        data[self.ts : self.ts + 8] = stamp
+        if hnp is not None:
+            data[self.hnp : self.hnp + 16] = hnp
+        if hoa is not None:
+            data[self.v4 : self.v4 + 4] = hoa
+        return bytes(data)
