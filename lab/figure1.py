@@ -280,6 +280,27 @@ def reached(ping_ok: bool, echo: dict[str, Any], src: str) -> dict[str, Any]:
     return {"reached": ok, "ping": ping_ok, "rtt_ms": echo.get("rtt_ms"), "cn_saw": cn_saw}
 
 
+# How each transport of a binding carries an IPv4 home address on the MAG's uplink.
+WIRE_FORM = {"ipv6": "ipv4-in-ipv6", "ipv4": "ipv4-in-ipv4", "ipv4-udp": "ipv4-in-udp"}
+
+
+def watch_wire(mag: str, hoa: str) -> subprocess.Popen[str]:
+    """Count the tunnel packets carrying ``hoa`` on ``mag``'s transport link (tr0)."""
+    proc = start_traffic(mag, "wire", "--iface", "tr0", "--inner", hoa)
+    assert proc.stdout is not None
+    if "listening" not in proc.stdout.readline():
+        raise RuntimeError(f"no capture on {mag}'s tr0")
+    return proc
+
+
+def wire_matches(wire: dict[str, Any], transport: str | None) -> bool:
+    """The MN's traffic crossed the MAG's uplink in the binding's encapsulation (both
+    ways: a ping and the echoes are at least 4 packets), and in no other."""
+    packets = wire.get("packets") or {}
+    form = WIRE_FORM.get(transport or "")
+    return form is not None and packets.get(form, 0) >= 4 and set(packets) == {form}
+
+
 def global_ipv6(mn: str) -> str | None:
     """The MN's global IPv6 address, once autoconfigured from its MAG's RA (and past DAD)."""
     out = nsx(mn, "ip -6 -j addr show dev eth0 scope global", check=False).stdout
@@ -324,8 +345,13 @@ def observe_attach(mn: str) -> dict[str, Any]:
         "handover": None,
     }
     if hoa:
+        capture = watch_wire(entry["mag"], hoa) if entry["mag"] in MAG_NAMES.values() else None
         r = reach(mn, hoa, CN_V4)
         entry.update(reached_cn=r["reached"], cn_saw=r["cn_saw"], rtt_ms=r["rtt_ms"])
+        if capture is not None:
+            capture.terminate()
+            entry["wire"] = finish(capture, 10)
+            entry["wire_matches_transport"] = wire_matches(entry["wire"], entry["transport"])
     if mn in DUAL_STACK:
         v6 = None
         with contextlib.suppress(RuntimeError):
@@ -416,13 +442,15 @@ def scenario() -> dict[str, Any]:
 
 
 def scenario_ok(report: dict[str, Any]) -> bool:
-    """Every MN got a HoA and reached the CN from it (the dual-stack one over IPv6 too),
-    and the handover kept the HoA with a measured interruption and an intact transfer."""
+    """Every MN got a HoA and reached the CN from it (the dual-stack one over IPv6 too)
+    through the tunnel its binding names, and the handover kept the HoA with a measured
+    interruption and an intact transfer."""
     nodes = report["mobile_nodes"]
     ho = nodes[0]["handover"] if nodes else None
     return (
         bool(nodes)
         and all(m["ipv4_hoa"] and m["reached_cn"] for m in nodes)
+        and all(m.get("wire_matches_transport") for m in nodes)
         and all(m.get("reached_cn_v6", True) for m in nodes)
         and ho is not None
         and ho["same_hoa"]
@@ -439,6 +467,8 @@ def print_report(report: dict[str, Any]) -> None:
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
     for m in report["mobile_nodes"]:
+        if "wire" in m:
+            print(f"{m['mn_id']} on {m['mag']}'s uplink: {m['wire'].get('packets')}")
         if "reached_cn_v6" in m:
             print(f"{m['mn_id']} IPv6: {m['ipv6_address']}, reached the CN: {m['reached_cn_v6']}")
         if h := m["handover"]:

@@ -8,6 +8,9 @@
     traffic.py transfer --to CN --bind HOA --bytes N [--rate B/s]
                                                   one TCP connection of N bytes
 
+    traffic.py wire --iface IF --inner HOA        the tunnel packets on IF carrying HOA,
+                                                  counted by encapsulation until SIGTERM
+
 The CN's answers say what it saw: every UDP echo carries the source address the CN
 received the probe from, and at the end of a TCP connection the CN sends back the byte
 count, the SHA-256 of what it read and the peer address. So "the CN sees the home
@@ -176,6 +179,64 @@ def transfer(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+# --- a MAG's transport link ---------------------------------------------------------------
+
+UDP_DATA_PORT = 5437  # RFC 5844 §4: the IPv4-UDP tunnel's port (not the signalling's 5436)
+
+
+def wire(args: argparse.Namespace) -> dict[str, Any]:
+    """Every frame on ``iface`` until SIGTERM: the tunnel packets whose inner IPv4 source
+    or destination is ``inner``, counted by their encapsulation."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    sock.bind((args.iface, 0))
+    sock.settimeout(0.1)
+    inner = socket.inet_aton(args.inner)
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    print(json.dumps({"listening": True}), flush=True)
+    counts: dict[str, int] = {}
+    while not stop:
+        try:
+            frame = sock.recv(65535)
+        except TimeoutError:
+            continue
+        kind = encapsulation(frame, inner)
+        if kind:
+            counts[kind] = counts.get(kind, 0) + 1
+    return {"iface": args.iface, "packets": counts}
+
+
+def encapsulation(frame: bytes, inner: bytes) -> str | None:
+    """How an Ethernet frame carries an IPv4 packet from or to ``inner``: "ipv4-in-ipv6",
+    "ipv4-in-ipv4", "ipv4-in-udp" (port 5437), or None for anything else."""
+    ethertype = int.from_bytes(frame[12:14])
+    if ethertype == 0x86DD and len(frame) >= 74 and frame[20] == 4:  # next header: IPv4
+        kind, at = "ipv4-in-ipv6", 54
+    elif ethertype == 0x0800 and len(frame) >= 34:
+        ihl = (frame[14] & 0x0F) * 4
+        proto, at = frame[23], 14 + ihl
+        if proto == 4:
+            kind = "ipv4-in-ipv4"
+        elif proto == 17 and UDP_DATA_PORT in (
+            int.from_bytes(frame[at : at + 2]),
+            int.from_bytes(frame[at + 2 : at + 4]),
+        ):
+            kind, at = "ipv4-in-udp", at + 8
+        else:
+            return None
+    else:
+        return None
+    packet = frame[at : at + 20]
+    if len(packet) < 20 or packet[0] >> 4 != 4:
+        return None
+    return kind if inner in (packet[12:16], packet[16:20]) else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -190,9 +251,15 @@ def main() -> None:
     sub.choices["probe"].add_argument("--rate", type=float, default=1000.0)
     sub.choices["transfer"].add_argument("--bytes", type=int, required=True)
     sub.choices["transfer"].add_argument("--rate", type=float, default=0.0)
+    p = sub.add_parser("wire")
+    p.add_argument("--iface", required=True)
+    p.add_argument("--inner", required=True)
     args = parser.parse_args()
     if args.cmd == "serve":
         serve(args)
+        return
+    if args.cmd == "wire":
+        print(json.dumps(wire(args)), flush=True)
         return
     try:
         result = {"echo": echo, "probe": probe, "transfer": transfer}[args.cmd](args)

@@ -26,6 +26,9 @@ from typing import Any
 
 import pytest
 from netns import Lab
+from scapy.layers.inet import ICMP, IP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAFFIC = str(ROOT / "lab" / "traffic.py")
@@ -42,6 +45,10 @@ def _figure1() -> Any:
 
 
 figure1 = _figure1()
+spec = importlib.util.spec_from_file_location("_lab_traffic", TRAFFIC)
+assert spec and spec.loader
+traffic = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(traffic)
 
 
 @pytest.fixture
@@ -151,7 +158,7 @@ def test_the_handover_summary_comes_from_the_observations() -> None:
 
 
 def _report() -> dict[str, Any]:
-    node = {"ipv4_hoa": HOA, "reached_cn": True, "handover": None}
+    node = {"ipv4_hoa": HOA, "reached_cn": True, "handover": None, "wire_matches_transport": True}
     return {
         "mobile_nodes": [
             {**node, "handover": _handover()},
@@ -167,6 +174,7 @@ def _report() -> dict[str, Any]:
         lambda r: r["mobile_nodes"][2].update(reached_cn=False),
         lambda r: r["mobile_nodes"][1].update(ipv4_hoa=None),
         lambda r: r["mobile_nodes"][1].update(reached_cn_v6=False),
+        lambda r: r["mobile_nodes"][2].update(wire_matches_transport=False),
         lambda r: r["mobile_nodes"][0]["handover"].update(same_hoa=False),
         lambda r: r["mobile_nodes"][0]["handover"].update(interruption_ms=None),
         lambda r: r["mobile_nodes"][0]["handover"]["tcp"].update(intact=False),
@@ -180,3 +188,24 @@ def test_the_scenario_fails_on_any_missing_observation(spoil: Any) -> None:
     spoiled = copy.deepcopy(report)
     spoil(spoiled)
     assert not figure1.scenario_ok(spoiled)
+
+
+def test_the_wire_check_tells_the_encapsulations_apart() -> None:
+    inner = IP(src="10.100.0.2", dst=CN) / ICMP()
+    other = IP(src="10.100.0.9", dst=CN) / ICMP()
+    hoa = bytes([10, 100, 0, 2])
+    frames = {
+        "ipv4-in-ipv6": Ether() / IPv6(src="2001:db8:1::2", dst="2001:db8:12::2") / inner,
+        "ipv4-in-ipv4": Ether() / IP(src="10.2.0.2", dst="198.18.1.2") / inner,
+        "ipv4-in-udp": Ether() / IP() / UDP(sport=5437, dport=5437) / inner,
+    }
+    for kind, frame in frames.items():
+        assert traffic.encapsulation(bytes(frame), hoa) == kind
+    assert traffic.encapsulation(bytes(Ether() / IPv6() / other), hoa) is None
+    assert traffic.encapsulation(bytes(Ether() / IP() / UDP(dport=5436) / inner), hoa) is None
+    assert traffic.encapsulation(bytes(Ether() / inner), hoa) is None  # not tunnelled
+    ping_and_echoes = {"packets": {"ipv4-in-udp": 12}}
+    assert figure1.wire_matches(ping_and_echoes, "ipv4-udp")
+    assert not figure1.wire_matches(ping_and_echoes, "ipv6")
+    assert not figure1.wire_matches({"packets": {"ipv4-in-udp": 12, "ipv4-in-ipv4": 1}}, "ipv4-udp")
+    assert not figure1.wire_matches({"packets": {}}, "ipv4-udp")
