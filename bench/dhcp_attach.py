@@ -13,7 +13,8 @@ serves MAG1's relay and, on a link of its own, a directly connected client.
 * **flow2-lma** (seed Figure 2): the MN on MAG1's access link, profile ``ipv4.mode: lma``.
   MAG1's DHCP server holds the DISCOVER, registers the MN with the LMA (PBU with IPv4 HoA
   0.0.0.0, PBA with the HoA), then OFFERs; REQUEST->ACK is answered locally. The
-  PBU/PBA round trip (and the SQLite commits on both daemons) is inside the measured time.
+  PBU/PBA round trip and the LMA's commit before its PBA are inside the measured time;
+  MAG1 commits, logs and sets up the tunnel after its reply (``MagService.flush``).
 * **flow3-relay** (seed Figure 3): the MN on MAG1's access link, profile
   ``ipv4.mode: dhcp-server``. MAG1 relays to Kea (giaddr, option 82); Kea's OFFER is held
   until the LMA has anchored the address (PBU/PBA), then passed on; REQUEST and ACK are
@@ -796,6 +797,14 @@ def report(data: dict[str, Any]) -> None:
             f" -> {'within' if v['within_goal'] else 'NOT within'} the {GOAL_RATIO:g}x goal"
         )
     print(f"LMA bindings of bench MNs at the end: {data['lma_bindings_at_end']}")
+    machine = data.get("machine", {})
+    if "loadavg_at_start" in machine:
+        print(
+            "load average (1, 5, 15 min) at start "
+            + ", ".join(f"{x:.2f}" for x in machine["loadavg_at_start"])
+            + ", at end "
+            + ", ".join(f"{x:.2f}" for x in machine["loadavg_at_end"])
+        )
     cpu = data["cpu_pct_during_measured_phase"]
     print(
         "CPU during the measured phase, % of one core: "

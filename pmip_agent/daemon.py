@@ -41,6 +41,10 @@ from .store.sqlite import LmaStore, MagStore
 
 log = logging.getLogger("pmip")
 Observer = Callable[[ev.Event], None]
+# How long the MAG may hold back commits, logs and tunnel setup while an MN that was just
+# sent a DHCP OFFER is about to REQUEST (seed Figures 2 and 3: tunnel setup and the
+# OFFER/REQUEST/ACK exchange run in parallel). A bound, not a wait: the ACK ends it.
+DHCP_EXCHANGE_S = 0.05
 
 
 class JsonLineFormatter(logging.Formatter):
@@ -540,6 +544,10 @@ class MagService(Service):
         )
         self._dirty: set[bytes] = set()
         self._removed: set[bytes] = set()
+        self._unsaved: list[ev.Event] = []  # handled, sent, not yet committed
+        self._unobserved: list[ev.Event] = []  # not yet seen by logs, metrics, data plane
+        self._attach_notes: list[tuple[bytes, str, str]] = []
+        self._catch_up_handle: asyncio.TimerHandle | None = None
         self.iface_mn = {i.name: i.mn_id.encode() for i in cfg.mag.access_interfaces if i.mn_id}
         lmas = cfg.mag_settings().lmas.values()
         guarded = cfg.require_ipsec
@@ -586,7 +594,7 @@ class MagService(Service):
                 fallback_server_id=cfg.mag.relay_address,
                 clock=time.time,
             )
-            self.observers.append(self.dhcp_agent.observe)
+            # Not in self.observers: the MAG's flush hands it events first (replies first).
             if cfg.mag.dhcp.mode == "relay" and cfg.mag.relay_address is not None:
                 self.dhcp_relay = DhcpRelaySocket(cfg.mag.relay_address, self._on_dhcp_server)
                 self._watch(self.dhcp_relay, self.dhcp_relay.on_readable)
@@ -606,6 +614,7 @@ class MagService(Service):
                 self._on_link(name, True)
 
     def stop(self) -> None:
+        self._catch_up()  # nothing held back is lost on a clean stop
         for sock in (
             self.mh,
             self.udp,
@@ -649,10 +658,8 @@ class MagService(Service):
         if not self.engine.attach(mn_id, time.time(), link_layer_id=mac):
             self.log.warning("attach on %s: MN %s has no LMA to serve it", ifname, _mn(mn_id))
             return None
-        if not known:
-            self.log.info(
-                "attach: mn=%s on %s (%s)", _mn(mn_id), ifname, how, extra={"mn_id": _mn(mn_id)}
-            )
+        if not known:  # logged once the PBU is out (flush)
+            self._attach_notes.append((mn_id, ifname, how))
         return mn_id
 
     def _open_access(self, ifname: str) -> None:
@@ -834,10 +841,63 @@ class MagService(Service):
             self.drops.warning("send-failed", time.time(), "cannot send to %s: %s", tx.peer, exc)
 
     def flush(self) -> None:
-        super().flush()
-        self._send_dhcp()  # answers the PBAs just handled may have released
+        """Service.flush with the MN's answers first: PBUs, then the DHCP replies the
+        events release (OFFER/ACK straight from here), and only then the commit, the logs,
+        the metrics and the data plane; those wait (at most DHCP_EXCHANGE_S) while an MN
+        that was just OFFERed is about to REQUEST, so its ACK does not queue behind
+        tunnel setup. Seed Figures 2 and 3 run tunnel setup and OFFER/REQUEST/ACK in
+        parallel; one event loop can only interleave them, and the MN's step goes first.
+
+        Committing after sending is safe on the MAG: its store only lets a restarted MAG
+        re-register the MNs it served. A crash before the commit loses what a crash between
+        PBU and PBA loses anyway (the MAG never committed before its PBU): the MN's next
+        DHCP or RS (or RENEW, unanswered, then DISCOVER) registers it again, and the LMA's
+        binding meanwhile runs out or is replaced. The one exception is the sequence number
+        without timestamps (unsaved_state): that is committed before any PBU leaves."""
+        engine = self.engine
+        events: list[ev.Event] = []
+        while (event := engine.next_event()) is not None:
+            events.append(event)
+        self._unsaved += events
+        if self.unsaved_state():
+            self._commit()
+        for tx in engine.datagrams_to_send():
+            self.send(tx)
+        agent = self.dhcp_agent
+        if agent is not None:
+            for event in events:
+                agent.observe(event)
+            self._send_dhcp()
+        for mn_id, ifname, how in self._attach_notes:
+            self.log.info(
+                "attach: mn=%s on %s (%s)", _mn(mn_id), ifname, how, extra={"mn_id": _mn(mn_id)}
+            )
+        self._attach_notes.clear()
+        self._unobserved += events
+        if agent is not None and agent.exchange_open(time.time(), DHCP_EXCHANGE_S):
+            if self._catch_up_handle is None and (self._unsaved or self._unobserved):
+                self._catch_up_handle = self.loop.call_later(DHCP_EXCHANGE_S, self._catch_up)
+        else:
+            self._catch_up()
+        self._arm_timer()
         self.metrics.retransmissions.inc(self.engine.retransmissions - self._retransmissions_seen)
         self._retransmissions_seen = self.engine.retransmissions
+
+    def _catch_up(self) -> None:
+        """The commit and the observers that the DHCP answers went ahead of, in order."""
+        if self._catch_up_handle is not None:
+            self._catch_up_handle.cancel()
+            self._catch_up_handle = None
+        if self._unsaved:
+            self._commit()
+        events, self._unobserved = self._unobserved, []
+        for event in events:
+            for observer in self.observers:
+                observer(event)
+
+    def _commit(self) -> None:
+        events, self._unsaved = self._unsaved, []
+        self.persist(events)
 
     def apply_config(self, new: AgentConfig) -> None:
         self.engine.settings = new.mag_settings()

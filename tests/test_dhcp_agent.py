@@ -771,3 +771,28 @@ def test_init_reboot_of_roaming_mn_registers_before_relaying() -> None:
     assert ack.message_type == ACK and ack.yiaddr == KEA_HOA and ack.xid == req.xid
     result, _ = r.pump("mag2")
     assert result.pbus == []
+
+
+def test_exchange_open_from_offer_to_ack() -> None:
+    """What lets the daemon hold back commits and tunnel setup for an MN about to REQUEST
+    (seed Figures 2 and 3: tunnel setup runs in parallel with OFFER/REQUEST/ACK): open
+    from the OFFER to the ACK, in both flows, and never longer than ``within``."""
+    r = rig()
+    agent = r.sites["mag1"].agent
+    assert not agent.exchange_open(r.now, 0.05)
+    [offer] = to_mn(r.exchange(MN_LMA, discover(MN_LMA)))
+    assert agent.exchange_open(r.now, 0.05)
+    assert not agent.exchange_open(r.now + 0.06, 0.05)  # the bound: a lost REQUEST
+    [offer] = to_mn(r.exchange(MN_LMA, discover(MN_LMA)))  # retransmitted DISCOVER
+    assert agent.exchange_open(r.now, 0.05)
+    [ack] = to_mn(r.exchange(MN_LMA, selecting(MN_LMA, offer)))
+    assert ack.message_type == ACK and not agent.exchange_open(r.now, 0.05)
+    [relayed] = to_server(r.from_mn(MN_DHCP, discover(MN_DHCP)))
+    assert r.from_server(server_reply(relayed, "offer", KEA_HOA)) == []
+    assert not agent.exchange_open(r.now, 0.05)  # held for the PBA: not offered yet
+    [offer] = to_mn(r.pump()[1])
+    assert agent.exchange_open(r.now, 0.05)
+    [relayed] = to_server(r.from_mn(MN_DHCP, selecting(MN_DHCP, offer)))
+    assert agent.exchange_open(r.now, 0.05)
+    [ack] = to_mn(r.from_server(server_reply(relayed, "ack", KEA_HOA)))
+    assert ack.message_type == ACK and not agent.exchange_open(r.now, 0.05)

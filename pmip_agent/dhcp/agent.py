@@ -55,6 +55,7 @@ class _Client:
     waiting: DhcpMessage | None = None  # a client message answered once the LMA grants
     held_reply: DhcpMessage | None = None  # relay: a server reply held until the grant
     xids: set[int] = field(default_factory=set)
+    relay_info: tuple[IPv4Network | None, bytes] | None = None  # option 82, by prefix hint
 
 
 class DhcpAgent:
@@ -82,10 +83,28 @@ class DhcpAgent:
         self._by_xid: dict[int, bytes] = {}
         self._out: list[DhcpSend] = []
         self._now = 0.0
+        # MNs sent an OFFER whose REQUEST/ACK has not happened yet, and when: the daemon
+        # holds back slower work (tunnel setup, commits) while an exchange is this close.
+        self._offered: dict[bytes, float] = {}
 
     def datagrams_to_send(self) -> list[DhcpSend]:
         out, self._out = self._out, []
         return out
+
+    def exchange_open(self, now: float, within: float) -> bool:
+        """True when some MN got an OFFER less than ``within`` seconds ago and has not
+        been answered an ACK or NAK since: its REQUEST is about to come in."""
+        offered = self._offered
+        if offered:
+            for mn_id in [m for m, t in offered.items() if now - t >= within]:
+                del offered[mn_id]
+        return bool(offered)
+
+    def _note(self, mn_id: bytes, kind: int) -> None:
+        if kind == OFFER:
+            self._offered[mn_id] = self.clock()
+        elif kind in (ACK, NAK):
+            self._offered.pop(mn_id, None)
 
     # --- from the MN ----------------------------------------------------------------
 
@@ -190,6 +209,7 @@ class DhcpAgent:
             router=grant.router if kind != NAK else None,
         )
         self._out.append(DhcpSend(client.ifname, data, BROADCAST))
+        self._note(client.mn_id, kind)
 
     # --- relay ----------------------------------------------------------------------
 
@@ -213,11 +233,14 @@ class DhcpAgent:
                 self.engine.learn_ipv4(client.mn_id, msg.requested_ip, plen, self._now)
         client.xids.add(msg.xid)
         self._by_xid[msg.xid] = client.mn_id
-        link_selection = prefix.network_address if prefix is not None else IPv4Address(0)
-        info = codec.relay_agent_info(
-            f"{self.node_name}:{client.ifname}".encode(), client.mn_id, link_selection
-        )
-        data = codec.relayed(msg, self.relay_address, info)
+        cached = client.relay_info
+        if cached is None or cached[0] != prefix:  # built once per MN and link, not per packet
+            link_selection = prefix.network_address if prefix is not None else IPv4Address(0)
+            info = codec.relay_agent_info(
+                f"{self.node_name}:{client.ifname}".encode(), client.mn_id, link_selection
+            )
+            cached = client.relay_info = (prefix, info)
+        data = codec.relayed(msg, self.relay_address, cached[1])
         for server in self.servers:
             self._out.append(DhcpSend(None, data, (str(server), SERVER_PORT)))
 
@@ -246,6 +269,7 @@ class DhcpAgent:
 
     def _pass_to_client(self, client: _Client, msg: DhcpMessage) -> None:
         self._out.append(DhcpSend(client.ifname, codec.without_relay_info(msg), BROADCAST))
+        self._note(client.mn_id, msg.message_type)
 
     # --- MAG events -----------------------------------------------------------------
 
@@ -268,6 +292,7 @@ class DhcpAgent:
         elif kind is ev.Ipv4Denied:
             e3: ev.Ipv4Denied = event  # type: ignore[assignment]
             self.grants.pop(e3.mn_id, None)
+            self._offered.pop(e3.mn_id, None)
             self.denied.add(e3.mn_id)
             client = self._clients.get(e3.mn_id)
             if client is not None:
@@ -299,6 +324,7 @@ class DhcpAgent:
 
     def _forget(self, mn_id: bytes, keep_client: bool = True) -> None:
         self.grants.pop(mn_id, None)
+        self._offered.pop(mn_id, None)
         client = self._clients.get(mn_id)
         if client is not None:
             client.waiting = client.held_reply = None
