@@ -41,6 +41,7 @@ class BindingCacheEntry:
     link_layer_id: bytes | None
     state: str = ACTIVE
     timer_generation: int = 0
+    timer_at: float | None = None  # the deadline armed in the LMA's timer heap, if any
     # The shared PBA template that answered the last accepted PBU (templates.py), if it
     # can answer an unchanged re-registration too: the LMA's refresh fast path.
     refresh: PbaTemplate | None = None

@@ -195,6 +195,11 @@ class LmaEngine:
             entry = self._cache.get(mn_id)
             if entry is None or entry.timer_generation != generation:
                 continue
+            if entry.expires_at > now:  # extended since it was armed: arm it again
+                entry.timer_at = entry.expires_at
+                heapq.heappush(timers, (entry.expires_at, generation, mn_id))
+                continue
+            entry.timer_at = None
             if entry.state == ACTIVE:
                 self._events.append(BindingDown(entry.view(), "expired"))
             self._purge(entry)
@@ -214,9 +219,13 @@ class LmaEngine:
         while timers:
             deadline, generation, mn_id = timers[0]
             entry = self._cache.get(mn_id)
-            if entry is not None and entry.timer_generation == generation:
+            if entry is None or entry.timer_generation != generation:
+                heapq.heappop(timers)
+            elif entry.expires_at != deadline:  # extended since it was armed
+                entry.timer_at = entry.expires_at
+                heapq.heapreplace(timers, (entry.expires_at, generation, mn_id))
+            else:
                 return deadline
-            heapq.heappop(timers)
         return None
 
     # --- state ------------------------------------------------------------------------
@@ -606,7 +615,7 @@ class LmaEngine:
         ):
             return False
         shape = template.shape
-        if mh[:4] + mh[8:15] != shape.head or not shape.matches(mh):
+        if len(mh) != shape.length or shape.keep(mh) != shape.tail:
             return False
         stamp = mh[shape.ts : shape.ts + 8]
         ts = int.from_bytes(stamp, "big")
@@ -874,12 +883,20 @@ class LmaEngine:
     # --- timers and purge -------------------------------------------------------------
 
     def _schedule(self, entry: BindingCacheEntry, deadline: float) -> None:
+        """Make ``deadline`` (the entry's expires_at) the entry's expiry. A later deadline
+        than the one armed costs nothing now: the armed heap item re-arms itself when it
+        comes up, so a refresh adds no heap item (and no memory) per binding."""
+        armed = entry.timer_at
+        if armed is not None and armed <= deadline:
+            return
         entry.timer_generation += 1
+        entry.timer_at = deadline
         heapq.heappush(self._timers, (deadline, entry.timer_generation, entry.mn_id))
         if len(self._timers) > 2 * len(self._cache) + 1024:
-            self._timers = [
-                (e.expires_at, e.timer_generation, e.mn_id) for e in self._cache.values()
-            ]
+            self._timers = []
+            for e in self._cache.values():
+                e.timer_at = e.expires_at
+                self._timers.append((e.expires_at, e.timer_generation, e.mn_id))
             heapq.heapify(self._timers)
 
     def _purge(self, entry: BindingCacheEntry) -> None:

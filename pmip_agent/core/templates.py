@@ -78,12 +78,13 @@ class PbuShape:
         self.length = len(mh)
         self.ts, self.hnp, self.hnp_plen, self.v4 = ts, hnp, hnp_plen, v4  # 0: not present
         masked = sorted((o, n) for o, n in ((ts, 8), (hnp, 16), (v4, 4)) if o)
-        cuts, start = [], 15 + mh[13] - 1  # the MN identifier ends at 14 + its length
+        # The head again (so one comparison checks all), then what follows the identifier.
+        cuts, start = [slice(0, 4), slice(8, 15)], 14 + mh[13]
         for offset, size in masked:
             cuts.append(slice(start, offset))
             start = offset + size
         cuts.append(slice(start, None))
-        self.keep = itemgetter(*cuts)  # at least two slices: a tuple of bytes
+        self.keep = itemgetter(*cuts)
         self.tail: tuple[bytes, ...] = self.keep(mh)
         self.flags: int = decoded["flags"]
         self.lifetime: int = decoded["lifetime"]
@@ -143,18 +144,30 @@ class ShapeBook:
 
 
 class PbaTemplate:
-    """A PBA for one (shape, profile kind), with the offsets of its per-MN fields."""
+    """A PBA for one (shape, profile kind): its constant runs of octets between the per-MN
+    fields, which lie in the order the LMA writes them (sequence number, MN identifier,
+    HNP, timestamp, IPv4 home address)."""
 
-    __slots__ = ("data", "generation", "hnp", "mn_id", "mn_id_end", "shape", "ts", "v4")
+    __slots__ = ("generation", "hnp", "mn_id_len", "pieces", "shape", "v4")
 
     def __init__(
         self, shape: PbuShape, data: bytes, generation: int, mn_id: int, ts: int, hnp: int, v4: int
     ) -> None:
         self.shape = shape
-        self.data = data
         self.generation = generation
-        self.mn_id, self.mn_id_end = mn_id, mn_id + shape.head[-2] - 1  # identifier octets
-        self.ts, self.hnp, self.v4 = ts, hnp, v4
+        self.mn_id_len = shape.head[-2] - 1  # the option's length counts the subtype octet
+        self.hnp, self.v4 = bool(hnp), bool(v4)
+        fields = [(8, 2), (mn_id, self.mn_id_len), (hnp, 16 if hnp else 0), (ts, 8)]
+        fields.append((v4, 4 if v4 else 0))
+        pieces, start = [], 0
+        for offset, size in fields:
+            if size:
+                pieces.append(data[start:offset])
+                start = offset + size
+            else:
+                pieces.append(b"")
+        pieces.append(data[start:])
+        self.pieces = tuple(pieces)
 
     @classmethod
     def derive(cls, shape: PbuShape, pba: bytes, generation: int) -> PbaTemplate | None:
@@ -172,30 +185,25 @@ class PbaTemplate:
             or len(replies) > 1
         ):
             return None
-        return cls(
-            shape,
-            pba,
-            generation,
-            ids[0] + 3,
-            stamps[0] + 2,
-            hnps[0] + 4 if hnps else 0,
-            replies[0] + 4 if replies else 0,
-        )
+        mn_id, ts = ids[0] + 3, stamps[0] + 2
+        hnp = hnps[0] + 4 if hnps else 0
+        v4 = replies[0] + 4 if replies else 0
+        present = [o for o in (10, mn_id, hnp, ts, v4) if o]
+        if present != sorted(present) or (v4 and v4 < ts + 8):
+            return None  # not the order the LMA writes: no template
+        return cls(shape, pba, generation, mn_id, ts, hnp, v4)
 
     def build(
         self, sequence: bytes, mn_id: bytes, stamp: bytes, hnp: bytes | None, hoa: bytes | None
     ) -> bytes | None:
         """This PBA for another MN; None when the values do not fit the template."""
-        if len(mn_id) != self.mn_id_end - self.mn_id or (hnp is None) != (not self.hnp):
+        if (
+            len(mn_id) != self.mn_id_len
+            or (hnp is not None) is not self.hnp
+            or (hoa is not None) is not self.v4
+        ):
             return None
-        if (hoa is None) != (not self.v4):
-            return None
-        data = bytearray(self.data)
-        data[8:10] = sequence
-        data[self.mn_id : self.mn_id_end] = mn_id
-        data[self.ts : self.ts + 8] = stamp
-        if hnp is not None:
-            data[self.hnp : self.hnp + 16] = hnp
-        if hoa is not None:
-            data[self.v4 : self.v4 + 4] = hoa
-        return bytes(data)
+        p = self.pieces
+        return b"".join(
+            (p[0], sequence, p[1], mn_id, p[2], hnp or b"", p[3], stamp, p[4], hoa or b"", p[5])
+        )
