@@ -8,6 +8,10 @@ and ``next_event()`` are drained, as an adapter would.
   (a) first registrations of all MNs, (b) refreshes of the same MNs, timestamps increasing
       and 1 ms before the ``now`` passed in (inside the 300 ms window).
 
+Both phases mostly take the engine's fast paths (pmip_agent/core/templates.py): the first
+MN of each PBU shape and profile kind goes through the full decode and processing and
+teaches a shared PBA template; the others are answered from it.
+
 Baseline, in the same run: bare ``decode(pbu_bytes)`` + ``encode(pba)`` for the same
 messages (the PBAs an untimed preparation pass produced, decoded back to dataclasses).
 Each phase is timed in chunks of 5k PBUs, every engine chunk followed by the baseline over
@@ -52,6 +56,7 @@ from pmip_agent.core import lma as lma_module
 from pmip_agent.core.bindings import BindingCacheEntry
 from pmip_agent.core.events import BindingUp, Encapsulation, Peer, Transmit
 from pmip_agent.core.lma import LmaEngine
+from pmip_agent.core.templates import PbaTemplate
 from pmip_agent.wire import (
     BaFlags,
     BindingAck,
@@ -146,7 +151,10 @@ def check_phase(name: str, n: int, out: list[Transmit], events: dict[str, int]) 
 # (label, owner, attribute): what the attribution pass times. ``owner`` is the lma module
 # for names it calls as globals, or the class whose method it is.
 ATTRIBUTED = (
+    ("LmaEngine._fast_register  [first-registration fast path]", LmaEngine, "_fast_register"),
     ("LmaEngine._fast_refresh  [refresh fast path]", LmaEngine, "_fast_refresh"),
+    ("PbaTemplate.build  [PBA from a shared template]", PbaTemplate, "build"),
+    ("LmaEngine._capture  [learn shape and template]", LmaEngine, "_capture"),
     ("decode (inside the engine)", lma_module, "decode"),
     ("encode (inside the engine)", lma_module, "encode"),
     ("_Pbu(...)  [option sorting]", lma_module, "_Pbu"),

@@ -121,8 +121,10 @@ def _mapped(v4: IPv4Address) -> IPv6Address:
 
 
 def _profile_kind(profile: MnProfile) -> tuple[object, ...]:
-    """What of a profile a PBA template depends on: profiles alike share templates."""
-    return (profile.ipv4_mode, profile.ipv6, profile.ipv4_pool)
+    """What of a profile a PBA template depends on: profiles alike share templates. (The
+    mode only as "LMA-allocated or not": templates are made for LMA mode or for PBUs
+    without an IPv4 request, whose answer no mode changes; and Enum hashing is slow.)"""
+    return (profile.ipv4_mode is Ipv4Mode.LMA, profile.ipv6, profile.ipv4_pool)
 
 
 _LMA_SOURCE = str(Ipv4Mode.LMA)
@@ -546,9 +548,9 @@ class LmaEngine:
             pool = self.pools.get(profile.ipv4_pool)
             if pool is None:
                 return False
-            by_hoa = self._by_hoa
+            claim = self._by_hoa.setdefault  # claimed now: nothing below can fail
             hoa = pool.allocate()
-            while hoa is not None and by_hoa.get(hoa, mn_id) != mn_id:
+            while hoa is not None and claim(hoa, mn_id) != mn_id:
                 hoa = pool.allocate()  # a static HoA inside the pool: leave it taken
             if hoa is None:
                 return False  # the full path answers "exhausted"
@@ -563,6 +565,8 @@ class LmaEngine:
             hoa.packed if hoa is not None else None,
         )
         if pba is None:  # cannot happen: a stored template was checked against this shape
+            if hoa is not None:
+                del self._by_hoa[hoa]
             self._rollback([(pool, hoa)] if hoa is not None else [])
             self._rollback([(hnp_pool, hnps[0])] if hnps else [])
             return False
@@ -590,8 +594,6 @@ class LmaEngine:
         )
         entry.refresh = template
         self._cache[mn_id] = entry
-        if hoa is not None:
-            self._by_hoa[hoa] = mn_id
         self._schedule(entry, entry.expires_at)
         self._events.append(BindingUp(entry.view(), "created", None))
         self._out.append(Transmit(pba, peer))
