@@ -23,12 +23,14 @@ protocol 135 (IPV6_CHECKSUM=4), choosing the MAG address per packet with IPV6_PK
   MN once, "created"), then refreshes at maximum rate for each window, then a paced
   10k PBU/s run (open loop, at most 512 outstanding).
 * Scale: K bindings (1k, 100k, 1M) are written into ``<state_dir>/<node>.lma.sqlite`` with
-  ``LmaStore.apply`` before the daemon starts, with a config listing those K MNs. The
-  start is timed in phases seen from outside: spawn -> the store file is open (config
-  loaded and validated) -> the raw MH socket exists (store loaded, cache restored) ->
-  ``pmipctl status`` answers with bindings=K (the first flush done: it persists and logs
-  the K "restored" events). Then RSS (VmRSS of the daemon's python process), then the
-  PBU rate of 1000 of those MNs (spread over the cache) refreshing at maximum rate.
+  ``LmaStore.apply`` before the daemon starts, with a config whose mobile_nodes_file lists
+  those K MNs (``--profiles yaml``: its mobile_nodes list). The start is timed in phases
+  seen from outside: spawn -> the store file is open (config loaded and validated) -> the
+  raw MH socket exists (store loaded, cache restored, data plane fed) -> ``pmipctl
+  status`` answers with bindings=K. Then RSS (VmRSS of the daemon's python process), a
+  wait until the daemon is idle (the data plane's kernel routes go out in the
+  background), then the PBU rate of 1000 of those MNs (spread over the cache) refreshing
+  at maximum rate.
 
 Writes build/bench/lma_daemon_load.json and prints a table. Needs root.
 """
