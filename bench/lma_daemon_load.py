@@ -752,6 +752,9 @@ class Daemon:
             "mh_socket_s": round(marks.get("mh_socket", float("nan")), 3),
             "status_ok_s": round(marks["status_ok"], 3),
             "bindings": marks["bindings"],
+            # CPU seconds the daemon used to get there: on a shared machine the wall
+            # time above also counts the time other jobs held the cores.
+            "cpu_s": round(_proc_ticks(pid) / os.sysconf("SC_CLK_TCK"), 2),
         }
         timeline["phase_config_s"] = timeline["store_open_s"]
         timeline["phase_restore_s"] = round(timeline["mh_socket_s"] - timeline["store_open_s"], 3)
@@ -1082,7 +1085,7 @@ def scale_phase(
         print(
             f"  [{k:,}] status bindings={s['bindings']:,} after {s['status_ok_s']:.2f} s "
             f"(config {s['phase_config_s']:.2f} s, restore {s['phase_restore_s']:.2f} s, "
-            f"first flush {s['phase_first_flush_s']:.2f} s); RSS "
+            f"first flush {s['phase_first_flush_s']:.2f} s; {s['cpu_s']:.1f} CPU-s); RSS "
             f"{(s['rss_bytes'] or 0) / 2**20:,.0f} MiB",
             flush=True,
         )
@@ -1351,7 +1354,7 @@ def report(data: dict[str, Any], args: argparse.Namespace) -> None:
             f"{k}: start to status",
             f"{st['status_ok_s']:.2f} s",
             f"config {st['phase_config_s']:.2f} s, restore {st['phase_restore_s']:.2f} s, "
-            f"1st flush {st['phase_first_flush_s']:.2f} s",
+            f"1st flush {st['phase_first_flush_s']:.2f} s; daemon CPU {st.get('cpu_s', 0):.1f} s",
         )
         if "settle_s" in s:
             info_row(
