@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
@@ -146,6 +147,9 @@ def tunnel(dp: DataplaneLab, variant: str, seconds: float) -> dict[str, Any]:
     finally:
         dp.lma.stop()
         dp.mags[0].stop()
+        for d in (dp.mags[0], dp.lma):
+            lines = [ln for ln in d.log.read_text().splitlines() if "data plane stopped" in ln]
+            print(f"  {variant} {d.log.stem}: {lines[-1].split('stopped: ')[-1] if lines else '?'}")
         dp.lab.run(dp.ns_mn, "ip addr flush dev eth0 scope global", check=False)
         dp.lab.run(dp.ns_mn, "ip route flush default", check=False)
         dp.attach(1)  # MAG1's link down: the next variant attaches afresh
@@ -157,43 +161,66 @@ def main() -> None:
     parser.add_argument("--transports", default="ipv6,ipv4,nat")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="routed then every variant, this many times; each ratio is against the "
+        "routed run of its own round (the load of a shared machine drifts), and the "
+        "table shows medians",
+    )
     args = parser.parse_args()
     transports = args.transports.split(",")
     variants = args.variants.split(",")
     if args.quick:
-        transports, variants, args.seconds = ["nat"], ["naive", "full"], 3.0
+        transports, variants, args.seconds, args.rounds = ["nat"], ["naive", "tso+gso+gro"], 3.0, 1
     results: dict[str, Any] = {"machine": machine_info(), "seconds": args.seconds, "runs": {}}
     rows = []
     for transport in transports:
         tmp = Path(tempfile.mkdtemp(prefix=f"dpbench-{transport}-"))
         lab = Lab(f"bt{transport[:3]}")
+        rounds: list[dict[str, Any]] = []
         try:
             dp = DataplaneLab(lab, tmp, transport).build()
-            base = routed(dp, args.seconds)
-            run: dict[str, Any] = {"routed": base}
-            for variant in variants:
-                run[variant] = res = tunnel(dp, variant, args.seconds)
-                res["tcp_ratio"] = res["tcp"]["gbps"] / base["tcp"]["gbps"]
-                res["pps_ratio"] = res["udp64"]["pps"] / base["udp64"]["pps"]
-                rows.append(
-                    (
-                        f"{transport} {variant}",
-                        f"{res['tcp']['gbps']:.2f}",
-                        f"{base['tcp']['gbps']:.2f}",
-                        f"{100 * res['tcp_ratio']:.1f}%",
-                        f"{res['udp64']['pps'] / 1e3:.0f}k",
-                        f"{base['udp64']['pps'] / 1e3:.0f}k",
-                        f"{100 * res['pps_ratio']:.1f}%",
-                        f"{res['tcp']['mag_cpu_pct']:.0f}/{res['tcp']['lma_cpu_pct']:.0f}",
-                    )
-                )
-                print(rows[-1], flush=True)
-            results["runs"][transport] = run
+            for r in range(args.rounds):
+                load = os.getloadavg()
+                run: dict[str, Any] = {"loadavg": load, "routed": routed(dp, args.seconds)}
+                base = run["routed"]
+                print(f"{transport} round {r + 1}: routed {base}, load {run['loadavg']}")
+                for variant in variants:
+                    run[variant] = res = tunnel(dp, variant, args.seconds)
+                    res["tcp_ratio"] = res["tcp"]["gbps"] / base["tcp"]["gbps"]
+                    res["pps_ratio"] = res["udp64"]["pps"] / base["udp64"]["pps"]
+                    print(f"  {variant}: {res}", flush=True)
+                rounds.append(run)
         finally:
             lab.close()
             shutil.rmtree(tmp, ignore_errors=True)
+        results["runs"][transport] = rounds
+        routed_tcp = median(r["routed"]["tcp"]["gbps"] for r in rounds)
+        routed_pps = median(r["routed"]["udp64"]["pps"] for r in rounds)
+        for variant in variants:
+            runs = [r[variant] for r in rounds]
+            rows.append(
+                (
+                    f"{transport} {variant}",
+                    f"{median(x['tcp']['gbps'] for x in runs):.2f}",
+                    f"{routed_tcp:.2f}",
+                    f"{100 * median(x['tcp_ratio'] for x in runs):.1f}%",
+                    f"{median(x['udp64']['pps'] for x in runs) / 1e3:.0f}k",
+                    f"{routed_pps / 1e3:.0f}k",
+                    f"{100 * median(x['pps_ratio'] for x in runs):.1f}%",
+                    f"{median(x['tcp']['mag_cpu_pct'] for x in runs):.0f}/"
+                    f"{median(x['tcp']['lma_cpu_pct'] for x in runs):.0f}",
+                )
+            )
     cpus = os.cpu_count()
-    print(f"\nMN -> CN, {args.seconds:g} s per iperf3 run, {cpus} cores, goal >= 20% of routed")
+    load = os.getloadavg()
+    print(
+        f"\nMN -> CN, {args.seconds:g} s per iperf3 run, medians of {args.rounds} rounds, "
+        f"{cpus} cores, load average {results['machine']['loadavg_at_start'][0]:.2f} at start, "
+        f"{load[0]:.2f} at end; goal >= 20% of routed"
+    )
     print_table(
         rows,
         (
@@ -207,6 +234,7 @@ def main() -> None:
             "CPU% MAG/LMA",
         ),
     )
+    results["loadavg_at_end"] = load
     results["goal_ratio"] = GOAL
     write_json("dataplane_throughput", results, args.quick)
 

@@ -1023,13 +1023,13 @@ class DataplaneConfig(_Model):
         "§4 keeps it apart from signalling's 5436).",
     )
     offload: list[Literal["tso", "gso", "gro"]] = Field(
-        default_factory=lambda: ["gso", "gro"],
-        description="Batching offloads of the IPv4-UDP tunnel: gso (equal-sized packets "
-        "read from the TUN device leave in one UDP_SEGMENT send), gro (UDP_GRO receive, "
-        "and a flow's segments merged into one TUN write). tso: the TUN device hands over "
-        "64 KB TCP super-packets, segmented and checksummed here in Python; measured "
-        "slower than letting the kernel do it, so off by default. []: one packet per "
-        "read, send and write.",
+        default_factory=lambda: ["tso", "gso", "gro"],
+        description="Batching offloads. tso: the TUN device hands over 64 KB TCP "
+        "super-packets (and leaves checksums to finish), cut into wire segments here, a "
+        "whole burst per numpy call. gso: on the IPv4-UDP tunnel, runs of equal-sized "
+        "packets (a cut super-packet's segments) leave in one UDP_SEGMENT send. gro: "
+        "UDP_GRO receive, a flow's run of segments written to the TUN device as one "
+        "packet for the kernel to cut. []: one packet per read, send and write.",
     )
     table: int = Field(
         5437,

@@ -56,7 +56,7 @@ class DataplaneLab:
     transport: str  # "ipv6" | "ipv4" | "nat"
     dual_stack: bool = False
     ipv4_authorized: bool = True
-    offload: tuple[str, ...] = ("gso", "gro")
+    offload: tuple[str, ...] = ("tso", "gso", "gro")
     ra_interval_s: float = 5.0
     mags: list[Daemon] = field(default_factory=list)
     ns_mags: list[str] = field(default_factory=list)
@@ -254,10 +254,10 @@ class DataplaneLab:
         stats = out["stats64"]
         return stats["rx"]["packets"], stats["tx"]["packets"]
 
-    def link_bytes(self, ns: str, ifname: str) -> tuple[int, int]:
+    def link_stats(self, ns: str, ifname: str) -> dict[str, Any]:
+        """The link's counters: ``["rx"|"tx"]["bytes"|"packets"|...]``."""
         out = json.loads(self.lab.run(ns, f"ip -s -j link show {ifname}").stdout)[0]
-        stats = out["stats64"]
-        return stats["rx"]["bytes"], stats["tx"]["bytes"]
+        return dict(out["stats64"])
 
     def nat_data_bytes(self) -> int:
         out = self.lab.run(self.ns_nat, "nft -j list table ip count").stdout

@@ -25,14 +25,21 @@ Batching (configuration ``offload``; bench/dataplane_throughput.py measures each
 
 * reads: the TUN device is drained into one buffer, packets back to back, before
   anything is sent (one poll per burst, not per packet);
-* ``gso``: a run of equal-sized packets for one IPv4-UDP tunnel leaves in one sendmsg
-  with UDP_SEGMENT, the kernel cutting it into one datagram per inner packet;
-* ``gro``: UDP_GRO hands over up to 64 datagrams per recvmsg, and consecutive segments
-  of a TCP flow are merged into one TUN write with a virtio-net GSO header
-  (:class:`packet.Coalescer`), which the kernel forwards as one packet;
-* ``tso``: the TUN device hands over 64 KB TCP super-packets, cut into segments here
-  (:func:`packet.segment_tcp`). Every byte's checksum is then computed in Python, which
-  costs more than the reads it saves, so it is off by default.
+* ``tso``: the TUN device hands over 64 KB TCP super-packets (one read instead of ~45),
+  cut into wire segments by :func:`vector.segment_tcp`, every segment's header and full
+  checksum computed in one numpy pass over the burst. Single packets whose checksum the
+  kernel left partial are finished (:func:`packet.complete_checksum`) and join the batch;
+* ``gso``: a run of equal-sized packets for one IPv4-UDP tunnel (a cut super-packet's
+  segments among them) leaves in one sendmsg with UDP_SEGMENT, the kernel cutting it
+  into one datagram per inner packet;
+* ``gro``: UDP_GRO hands over up to 64 datagrams per recvmsg. A run that is one TCP
+  flow's consecutive segments becomes one TUN write with a virtio-net GSO header
+  (:func:`vector.merge_segments`, one numpy pass); anything else goes through the
+  per-packet :class:`packet.Coalescer`. The kernel forwards the result as one packet and
+  cuts it only where it must.
+* Inner packets longer than the TUN MTU (what a NIC's GRO makes of a flow's tunnelled
+  segments before a raw socket reads them) are written with a GSO header too
+  (:func:`packet.gso_header`), so the kernel cuts them to fit the next link.
 
 MTU: the TUN MTU leaves room for the largest outer header in use, so the kernel answers
 oversized packets with ICMP "fragmentation needed"/"packet too big" before they reach
@@ -53,12 +60,15 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
+import numpy as np
+
 from ..core.events import Encapsulation
 from . import packet as pk
+from . import vector as vec
 from .tun import MAX_READ, Tun
 from .tunnel import Prefix, TunnelKey
 
@@ -118,6 +128,7 @@ class Forwarder:
         self.keepalive_s = keepalive_s
         self.gso = gso
         self.gro = gro
+        self.mtu = mtu
         self.mss4 = pk.mss_limit(mtu, 4)
         self.mss6 = pk.mss_limit(mtu, 6)
         # Which inner address picks (and polices) the tunnel: LMA by destination on the
@@ -134,6 +145,8 @@ class Forwarder:
         self._lens6: tuple[int, ...] = ()
         self._keepalive_due: dict[TunnelKey, float] = {}
         self.drops: Counter[str] = Counter()
+        # bursts handled whole: "segmented" TSO super-packets, "merged" GRO receives
+        self.bursts: Counter[str] = Counter()
         self._stop = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._threads: list[threading.Thread] = []
@@ -283,6 +296,7 @@ class Forwarder:
                 for t in list(self.tunnels.values())
             ],
             "drops": dict(self.drops),
+            "bursts": dict(self.bursts),
         }
 
     # --- lookups (the forwarding threads) ------------------------------------------
@@ -310,6 +324,7 @@ class Forwarder:
         view = memoryview(buf)
         head = bytearray(pk.VNET_HDR_LEN)
         self._seg_buf = bytearray(2 * MAX_READ)  # the segments of one TSO super-packet
+        self._seg_np = np.frombuffer(self._seg_buf, np.uint8)
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
@@ -320,7 +335,13 @@ class Forwarder:
                 while len(batch) < READ_BATCH and pos + MAX_READ <= len(buf):
                     if vnet:
                         n = os.readv(fd, [head, view[pos : pos + MAX_READ]]) - pk.VNET_HDR_LEN
-                        if head[0] or head[1]:  # offloaded: a super-packet or a partial sum
+                        if head[1] == pk.GSO_NONE:
+                            # one packet; a partial sum is finished here, and it joins
+                            # the batch (and its GSO runs) as any other. DATA_VALID
+                            # (checksum already verified) asks for nothing.
+                            if head[0] & pk.VNET_F_NEEDS_CSUM:
+                                self._complete(head, view[pos : pos + n])
+                        else:  # a super-packet
                             self._send_batch(view, batch)  # first what came before it
                             self._offloaded(head, view[pos : pos + n])
                             batch, pos = [], 0
@@ -411,21 +432,31 @@ class Forwarder:
                 return
             self._send_failed(exc)
 
+    def _complete(self, head: bytearray, pkt: memoryview) -> None:
+        """Finish the checksum of a packet the kernel handed over with a partial one
+        (the MSS of a SYN clamped first: the partial sum leaves the options out)."""
+        _flags, _gso, _hl, _size, cstart, coff = pk.VNET_HDR.unpack_from(head)
+        if len(pkt) < 20 or cstart + coff + 2 > len(pkt):
+            return  # the batch's checks drop it
+        version = pkt[0] >> 4
+        if _is_syn(pkt, version):
+            pk.clamp_mss(pkt, self.mss4 if version == 4 else self.mss6, partial=True)
+        pk.complete_checksum(pkt, cstart, coff)
+
     def _offloaded(self, head: bytearray, pkt: memoryview) -> None:
-        """A packet with a virtio-net header that asks for work: a TSO super-packet to cut
-        into segments, or a checksum the kernel left partial."""
-        _flags, gso_type, _hl, gso_size, cstart, coff = pk.VNET_HDR.unpack_from(head)
+        """A TSO super-packet: cut into segments (their checksums computed whole)."""
+        _flags, gso_type, _hl, gso_size, _cstart, _coff = pk.VNET_HDR.unpack_from(head)
         t = self._route_out(pkt)
         if t is None:
             return
         version = pkt[0] >> 4
-        if gso_type == pk.GSO_NONE:
-            if _is_syn(pkt, version):  # before the sum: the partial one leaves options out
-                pk.clamp_mss(pkt, self.mss4 if version == 4 else self.mss6, partial=True)
-            pk.complete_checksum(pkt, cstart, coff)
-            self._send(t, pkt, version)
-        elif gso_type & ~pk.GSO_ECN in (pk.GSO_TCPV4, pk.GSO_TCPV6):
-            self._send_segments(t, *pk.segment_tcp(pkt, gso_size, self._seg_buf), version)
+        if gso_type & ~pk.GSO_ECN in (pk.GSO_TCPV4, pk.GSO_TCPV6):
+            cut = vec.segment_tcp(pkt, gso_size, self._seg_np)
+            if cut is not None:
+                self.bursts["segmented"] += 1
+                self._send_strided(t, cut[0], cut[1], version)
+            else:
+                self._send_segments(t, *pk.segment_tcp(pkt, gso_size, self._seg_buf), version)
         else:
             self.drops["unexpected-gso"] += 1
 
@@ -437,13 +468,29 @@ class Forwarder:
         except OSError as exc:
             self._send_failed(exc)
 
+    def _send_strided(self, t: Tunnel, whole: memoryview, stride: int, version: int) -> None:
+        """Segments back to back, each ``stride`` long but the last: with UDP GSO a send
+        per 64 of them, else one send each."""
+        if t.udp and self.gso:
+            self._send_segments(t, whole, [whole[:stride]], version, len(whole))
+        else:
+            segments = [whole[i : i + stride] for i in range(0, len(whole), stride)]
+            self._send_segments(t, whole, segments, version)
+
     def _send_segments(
-        self, t: Tunnel, whole: memoryview, segments: list[memoryview], version: int
+        self,
+        t: Tunnel,
+        whole: memoryview,
+        segments: list[memoryview],
+        version: int,
+        length: int = 0,
     ) -> None:
+        """``length``: ``whole`` is ``segments[0]``'s size throughout (the last may be
+        shorter) and only the first is listed: the UDP GSO sends need no more."""
         sock = t.sock4 if version == 4 else t.sock6
         assert sock is not None and t.dest is not None
         try:
-            if t.udp and self.gso and len(segments) > 1:
+            if t.udp and self.gso and (length or len(segments) > 1):
                 # The segments lie back to back: each UDP_SEGMENT send takes a run of
                 # them as they are and the kernel cuts it into datagrams.
                 size = len(segments[0])
@@ -451,17 +498,19 @@ class Forwarder:
                 cmsg = [(SOL_UDP, UDP_SEGMENT, _GSO_CMSG.pack(size))]
                 for start in range(0, len(whole), per * size):
                     sock.sendmsg([whole[start : start + per * size]], cmsg, 0, t.dest)
+                t.packets_out += -(-len(whole) // size)
             else:
                 for seg in segments:
                     sock.sendto(seg, t.dest)
-            t.packets_out += len(segments)
+                t.packets_out += len(segments)
         except OSError as exc:
             if exc.errno in (errno.EINVAL, errno.EMSGSIZE, errno.EIO) and t.udp and self.gso:
                 # GSO refused (e.g. a path MTU below the segment size): one by one, so
                 # the kernel may fragment the outer packets instead.
-                for seg in segments:
+                size = len(segments[0])
+                for start in range(0, len(whole), size):
                     with contextlib.suppress(OSError):
-                        sock.sendto(seg, t.dest)
+                        sock.sendto(whole[start : start + size], t.dest)
                 return
             self._send_failed(exc)
 
@@ -491,8 +540,11 @@ class Forwarder:
             else:
                 handlers[sock.fileno()] = self._recv_raw4
         poller.register(self._wake_r, select.POLLIN)
-        self._bufs = [bytearray(MAX_READ) for _ in range(RX_BATCH)]
+        # room past MAX_READ for a whole last datagram: vec.merge_segments takes the
+        # buffer as rows of equal size
+        self._bufs = [bytearray(MAX_READ + 2048) for _ in range(RX_BATCH)]
         self._views = [memoryview(b) for b in self._bufs]
+        self._arrays = [np.frombuffer(b, np.uint8) for b in self._bufs]
         socks = {s.fileno(): s for s in self._sockets.values()}
         while not self._stop:
             timeout = self._keepalives() if self.role == "mag" else 1000
@@ -563,7 +615,7 @@ class Forwarder:
 
     def _recv_udp(self, sock: socket.socket) -> None:
         mode = Encapsulation.IPV4_UDP
-        received: list[memoryview] = []
+        received: list[memoryview | list[Any]] = []
         space = socket.CMSG_SPACE(4)
         for i in range(RX_BATCH):
             buf = self._bufs[i]
@@ -581,6 +633,14 @@ class Forwarder:
                 if level == SOL_UDP and kind == UDP_GRO:
                     size = _GRO_CMSG.unpack_from(data)[0] or n
             t = self._rx.get((mode, addr[0], addr[1]))
+            if size < n and t is not None and self.gro:
+                # a run of one TCP flow's segments: one TUN write, checked as a whole
+                merged = vec.merge_segments(self._arrays[i], n, size)
+                if merged is not None and self._accept(t, view[:size]) is not None:
+                    t.packets_in += -(-n // size) - 1
+                    self.bursts["merged"] += 1
+                    received.append(merged)
+                    continue
             for off in range(0, n, size):
                 datagram = view[off : off + size]
                 if (
@@ -633,25 +693,54 @@ class Forwarder:
         t.packets_in += 1
         return inner
 
-    def _to_tun(self, packets: list[memoryview], merge: bool) -> None:
+    def _to_tun(self, packets: Sequence[memoryview | list[Any]], merge: bool) -> None:
+        """Write ``packets`` to the TUN device; a list is a merged run's writev parts
+        (:func:`vector.merge_segments`), written after what came before it."""
         if not packets:
             return
         fd = self.tun.fd
         try:
+            if any(len(p) > self.mtu for p in packets if not isinstance(p, list)):
+                packets = self._fit(packets)  # type: ignore[arg-type]
             if not self.tun.vnet:
                 for p in packets:
-                    os.write(fd, p)
+                    os.write(fd, p)  # type: ignore[arg-type]
             elif merge and self.gro and len(packets) > 1:
                 merger = pk.Coalescer()
                 for p in packets:
-                    merger.add(p)
+                    if isinstance(p, list):
+                        for parts in merger.flush():
+                            os.writev(fd, parts)
+                        os.writev(fd, p)
+                    else:
+                        merger.add(p)
                 for parts in merger.flush():
                     os.writev(fd, parts)
             else:
                 for p in packets:
-                    os.writev(fd, [pk.VNET_PLAIN, p])
+                    os.writev(fd, p if isinstance(p, list) else [pk.VNET_PLAIN, p])
         except OSError as exc:
             self.drops[f"tun-write-{errno.errorcode.get(exc.errno or 0, 'error')}"] += 1
+
+    def _fit(self, packets: list[memoryview]) -> list[memoryview | list[Any]]:
+        """Packets longer than the TUN MTU (a raw socket's GRO products): with a GSO
+        header for the kernel to cut, or cut here when the device has no vnet header.
+        Others go as they are: the kernel fragments them or answers "too big", as it
+        did before."""
+        out: list[memoryview | list[Any]] = []
+        for p in packets:
+            if len(p) <= self.mtu:
+                out.append(p)
+                continue
+            vnet = pk.gso_header(p, self.mtu)
+            if vnet is None:
+                out.append(p)
+            elif self.tun.vnet:
+                out.append([vnet, p])
+            else:
+                # segment_tcp sums each segment whole: the partial sum does not matter
+                out.extend(pk.segment_tcp(p, pk.VNET_HDR.unpack(vnet)[3])[1])
+        return out
 
 
 def _prefix_key(addr: bytes | memoryview, plen: int) -> bytes:

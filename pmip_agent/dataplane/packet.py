@@ -246,6 +246,36 @@ def segment_tcp(
     return dst[:pos], segments
 
 
+def gso_header(packet: bytearray | memoryview, mtu: int) -> bytes | None:
+    """The virtio-net header that has the kernel cut ``packet``, a TCP packet longer than
+    ``mtu``, into segments that fit: such packets come out of a raw socket when the
+    link's GRO merged a flow's tunnelled segments (the kernel's IPIP and IPv6 tunnel GRO
+    work without the tunnel drivers). GRO leaves the TCP checksum field holding the
+    pseudo-header sum, which is what NEEDS_CSUM wants; any other packet must carry a
+    valid checksum, and gets the pseudo-header sum in its place. None (drop it) when
+    ``packet`` is not an unfragmented TCP packet or its checksum is wrong."""
+    version = packet[0] >> 4
+    if version == 4:
+        if packet[0] != 0x45 or packet[9] != 6 or packet[6] & 0x3F or packet[7]:
+            return None
+        l3, gso = 20, GSO_TCPV4
+    elif version == 6 and packet[6] == 6:
+        l3, gso = 40, GSO_TCPV6
+    else:
+        return None
+    if len(packet) < l3 + 20:
+        return None
+    hlen = l3 + (packet[l3 + 12] >> 4) * 4
+    if mtu <= hlen or len(packet) <= hlen:
+        return None
+    partial = pseudo_sum(packet, 6, len(packet) - l3)
+    if _U16.unpack_from(packet, l3 + 16)[0] != partial:
+        if not transport_checksum_ok(packet):
+            return None
+        _U16.pack_into(packet, l3 + 16, partial)
+    return VNET_HDR.pack(VNET_F_NEEDS_CSUM, gso, hlen, mtu - hlen, l3, 16)
+
+
 # --- coalescing (user-space GRO) ------------------------------------------------------
 
 _MAX_COALESCED = 65535  # IPv4 total length / IPv6 payload length limit

@@ -2,9 +2,11 @@
 
 ``vnet`` opens it with IFF_VNET_HDR: every packet carries a virtio-net header, so a write
 may hand the kernel a 64 KB TCP super-packet (GSO) to forward as one. ``tso`` also
-announces checksum offload and TSO (TUNSETOFFLOAD), so the kernel hands over such
-super-packets on read, checksums not computed. Without ``tso`` the kernel segments and
-checksums (in C) before a read, and every read is one complete packet.
+announces checksum offload and TSO (TUNSETOFFLOAD: TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6),
+so the kernel hands over such super-packets on read, checksums not computed. Without
+``tso`` the kernel segments and checksums (in C) before a read, and every read is one
+complete packet. UDP segmentation offload (TUN_F_USO4/6) is not announced: the kernel
+cuts UDP GSO sends itself, and the forwarder sees datagrams.
 """
 
 from __future__ import annotations
