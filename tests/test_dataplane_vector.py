@@ -173,3 +173,28 @@ def test_gso_header_refuses_a_bad_checksum_and_other_protocols() -> None:
     udp = bytearray(_tcp4(os.urandom(5000)))
     udp[9] = 17
     assert pk.gso_header(udp, 1400) is None
+
+
+def _rows(segments: list[bytes], offset: int, width: int = 2048) -> np.ndarray:
+    """Segments one per row of a wider array, after ``offset`` octets (an outer
+    header), as the forwarder's raw-socket receives leave them."""
+    grid = np.zeros((len(segments), width), np.uint8)
+    for i, seg in enumerate(segments):
+        grid[i, offset : offset + len(seg)] = np.frombuffer(seg, np.uint8)
+    return grid[:, offset:]
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_merge_rows_of_raw_receives_checks_every_checksum(v6: bool) -> None:
+    sup = _tcp6(os.urandom(9000), "PA") if v6 else _tcp4(os.urandom(9000), "PA")
+    segs = [bytes(s) for s in pk.segment_tcp(sup, 1368)[1]]
+    size, tail = len(segs[0]), len(segs[-1])
+    parts = vec.merge_rows(_rows(segs, 20), size, tail, verify=True)
+    assert parts is not None
+    assert _resegment(parts) == segs
+    for bad_row in (0, 3, len(segs) - 1):  # a flipped payload bit, first/middle/last
+        corrupt = [bytearray(s) for s in segs]
+        corrupt[bad_row][-1] ^= 0x10
+        grid = _rows([bytes(c) for c in corrupt], 20)
+        assert vec.merge_rows(grid, size, tail, verify=True) is None, bad_row
+        assert vec.merge_rows(grid, size, tail, verify=False) is not None  # UDP: trusted

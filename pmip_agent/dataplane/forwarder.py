@@ -83,6 +83,7 @@ IP_MTU_DISCOVER = 10  # not in Python's socket module
 IP_PMTUDISC_DONT = 0  # outer DF clear: the kernel may fragment (RFC 4213 §3.2)
 RX_BATCH = 64  # datagrams received per socket per round, merged before the TUN writes
 READ_BATCH = 64  # packets read from the TUN device before they are sent
+RX_ROW = (MAX_READ + 2048 + 63) // 64 * 64
 _GSO_CMSG = struct.Struct("=H")
 _GRO_CMSG = struct.Struct("=i")
 
@@ -542,9 +543,12 @@ class Forwarder:
         poller.register(self._wake_r, select.POLLIN)
         # room past MAX_READ for a whole last datagram: vec.merge_segments takes the
         # buffer as rows of equal size
-        self._bufs = [bytearray(MAX_READ + 2048) for _ in range(RX_BATCH)]
-        self._views = [memoryview(b) for b in self._bufs]
-        self._arrays = [np.frombuffer(b, np.uint8) for b in self._bufs]
+        # One array, a row per receive, with room past MAX_READ for a whole last
+        # datagram: the vector functions take runs of packets as rows.
+        self._grid = np.zeros((RX_BATCH, RX_ROW), np.uint8)
+        self._views = [memoryview(row) for row in self._grid]
+        self._bufs = self._views
+        self._arrays = list(self._grid)
         socks = {s.fileno(): s for s in self._sockets.values()}
         while not self._stop:
             timeout = self._keepalives() if self.role == "mag" else 1000
@@ -575,42 +579,54 @@ class Forwarder:
         return max(1, int((nxt - now) * 1000))
 
     def _recv_raw6(self, sock: socket.socket) -> None:
-        mode = Encapsulation.IPV6
-        received: list[memoryview] = []
-        for i in range(RX_BATCH):
-            try:
-                n, addr = sock.recvfrom_into(self._bufs[i])
-            except (BlockingIOError, InterruptedError):
-                break
-            t = self._rx.get((mode, addr[0], 0))
-            if t is None:
-                self.drops["unknown-peer"] += 1
-                continue
-            inner = self._accept(t, self._views[i][:n])
-            if inner is not None:
-                received.append(inner)
-        # No transport checksum covered these: merging them would need each TCP checksum
-        # verified here, dearer than one TUN write per packet.
-        self._to_tun(received, merge=False)
+        self._recv_raw(sock, Encapsulation.IPV6, outer=False)
 
     def _recv_raw4(self, sock: socket.socket) -> None:
-        mode = Encapsulation.IPV4
-        received: list[memoryview] = []
+        self._recv_raw(sock, Encapsulation.IPV4, outer=True)  # with the outer header
+
+    def _recv_raw(self, sock: socket.socket, mode: Encapsulation, outer: bool) -> None:
+        """One packet per receive, each into a row of one array. Then each run of
+        equal-sized packets from one peer (and a shorter last one) is offered to
+        :func:`vector.merge_rows`, which checks every TCP checksum (no transport
+        checksum covered them) and makes the run one TUN write."""
+        got: list[tuple[int, int, str]] = []  # per row: inner offset, inner length, peer
         for i in range(RX_BATCH):
             try:
                 n, addr = sock.recvfrom_into(self._bufs[i])
             except (BlockingIOError, InterruptedError):
                 break
-            t = self._rx.get((mode, addr[0], 0))
+            off = (self._bufs[i][0] & 0x0F) * 4 if outer else 0
+            got.append((off, n - off, addr[0]))
+        received: list[memoryview | list[Any]] = []
+        j = 0
+        while j < len(got):
+            off, size, peer = got[j]
+            k = j + 1
+            if self.gro and size <= self.mtu:
+                while k < len(got) and got[k] == got[j]:
+                    k += 1
+                if k < len(got) and got[k][2] == peer and got[k][0] == off and got[k][1] < size:
+                    k += 1
+            t = self._rx.get((mode, peer, 0))
             if t is None:
-                self.drops["unknown-peer"] += 1
+                self.drops["unknown-peer"] += k - j
+                j = k
                 continue
-            # An IPv4 raw socket returns the outer header too.
-            inner = self._accept(t, self._views[i][(self._bufs[i][0] & 0x0F) * 4 : n])
-            if inner is not None:
-                received.append(inner)
-        # No transport checksum covered these: merging them would need each TCP checksum
-        # verified here, dearer than one TUN write per packet.
+            if k - j > 1:
+                grid = self._grid[j:k, off:]
+                merged = vec.merge_rows(grid, size, got[k - 1][1], verify=True)
+                if merged is not None and self._accept(t, self._views[j][off : off + size]):
+                    t.packets_in += k - j - 1
+                    self.bursts["merged"] += 1
+                    received.append(merged)
+                    j = k
+                    continue
+            for row in range(j, k):
+                o, length, _peer = got[row]
+                inner = self._accept(t, self._views[row][o : o + length])
+                if inner is not None:
+                    received.append(inner)
+            j = k
         self._to_tun(received, merge=False)
 
     def _recv_udp(self, sock: socket.socket) -> None:

@@ -110,36 +110,49 @@ def segment_tcp(packet: memoryview, mss: int, out: np.ndarray) -> tuple[memoryvi
 def merge_segments(buf: np.ndarray, n: int, size: int) -> list[bytes | memoryview] | None:
     """``buf[:n]`` holds inner packets of ``size`` octets back to back (the last maybe
     shorter), as one UDP_GRO receive returns them; ``buf`` has room for a whole last
-    one. When they are consecutive segments of one TCP flow (IPv4 with DF and no
-    options, or IPv6 without extension headers; headers equal but for length,
-    identification, sequence number and checksums; ACK only, PSH on the last; every
-    length consistent), returns the buffers of one TUN write: virtio-net header (GSO,
-    NEEDS_CSUM), merged header, payload. Else None."""
+    one. See :func:`merge_rows`; the UDP checksum already covered every byte."""
     count = -(-n // size)
     if count < 2 or size & 1 or count * size > len(buf):
         return None
-    v0 = int(buf[0])
+    grid = buf[: count * size].reshape(count, size)
+    return merge_rows(grid, size, n - (count - 1) * size, verify=False)
+
+
+def merge_rows(
+    grid: np.ndarray, size: int, tail: int, verify: bool
+) -> list[bytes | memoryview] | None:
+    """Row i of ``grid`` (uint8, rows at least ``size`` wide) starts with an inner packet
+    of ``size`` octets, the last row's of ``tail`` octets. When they are consecutive
+    segments of one TCP flow (IPv4 with DF and no options, or IPv6 without extension
+    headers; headers equal but for length, identification, sequence number and
+    checksums; ACK only, PSH on the last; every length consistent; with ``verify``,
+    every TCP checksum right, for packets no transport checksum covered), returns the
+    buffers of one TUN write: virtio-net header (GSO, NEEDS_CSUM), merged header,
+    payload. Else None."""
+    count = len(grid)
+    if count < 2 or size & 1:
+        return None
+    first = grid[0]
+    v0 = int(first[0])
     if v0 == 0x45:
-        if buf[9] != 6 or buf[6] & 0xBF or buf[7] or not buf[6] & 0x40:
+        if first[9] != 6 or first[6] & 0xBF or first[7] or not first[6] & 0x40:
             return None  # not TCP, a fragment, or DF clear
         l3, fixed, length_word, gso = 20, _FIXED4, 1, pk.GSO_TCPV4
-    elif v0 >> 4 == 6 and buf[6] == 6:
+    elif v0 >> 4 == 6 and first[6] == 6:
         l3, fixed, length_word, gso = 40, _FIXED6, 2, pk.GSO_TCPV6
     else:
         return None
-    hlen = l3 + (int(buf[l3 + 12]) >> 4) * 4
+    hlen = l3 + (int(first[l3 + 12]) >> 4) * 4
     mss = size - hlen
-    tail = n - (count - 1) * size
     total = (count - 1) * mss + tail
-    if mss <= 0 or tail <= hlen or total - (l3 if l3 == 40 else 0) > 65535:
+    if mss <= 0 or tail <= hlen or tail > size or total - (l3 if l3 == 40 else 0) > 65535:
         return None
-    grid = buf[: count * size].reshape(count, size)
     heads = grid[:, :hlen] & fixed[:hlen]
     if not (heads == heads[0]).all():
         return None
     if (grid[:-1, l3 + 13] != pk.TCP_ACK).any() or int(grid[-1, l3 + 13]) & _ONLY_ACK_PSH:
         return None
-    words = buf[: count * size].view(">u2").reshape(count, size // 2)
+    words = grid[:, : hlen + (hlen & 1)].view(">u2")
     lens = words[:, length_word].astype(np.int64)
     lens[-1] += size - tail
     if (lens != size - (l3 - 20) * 2).any():
@@ -149,10 +162,20 @@ def merge_segments(buf: np.ndarray, n: int, size: int) -> list[bytes | memoryvie
     seqs %= 1 << 32
     if (seqs != _INDEX[:count] * mss).any():
         return None
+    if verify:
+        # every full row: data words (little-endian; times 256 swaps them modulo
+        # 0xFFFF) plus the pseudo-header must sum to 0xFFFF; the last one on its own
+        addrs = first[12:20] if l3 == 20 else first[8:40]
+        pseudo = pk.ones_sum(addrs.tobytes()) + 6 + size - l3
+        sums = grid[:-1, l3:size].view("<u2").sum(axis=1, dtype=np.int64) * 256 + pseudo
+        if (_fold(sums) != 0xFFFF).any():
+            return None
+        if not pk.transport_checksum_ok(grid[-1, :tail].tobytes()):
+            return None
     payload = np.empty(total - hlen, _U8)
-    payload[: (count - 1) * mss].reshape(count - 1, mss)[:] = grid[:-1, hlen:]
+    payload[: (count - 1) * mss].reshape(count - 1, mss)[:] = grid[:-1, hlen:size]
     payload[(count - 1) * mss :] = grid[-1, hlen:tail]
-    header = bytearray(grid[0, :hlen].tobytes())
+    header = bytearray(first[:hlen].tobytes())
     header[l3 + 13] = grid[-1, l3 + 13]  # PSH, if the last had it
     if l3 == 20:
         header[2:4] = total.to_bytes(2, "big")
