@@ -40,11 +40,11 @@ from netns import Lab, wait_for  # noqa: E402
 GOAL_MS = 50.0
 
 
-def run(transport: str, handovers: int, spacing: float) -> dict[str, Any]:
+def run(transport: str, handovers: int, spacing: float, offload: tuple[str, ...]) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix=f"handover-{transport}-"))
     lab = Lab(f"ho{transport[:3]}")
     try:
-        dp = DataplaneLab(lab, tmp, transport).build()
+        dp = DataplaneLab(lab, tmp, transport, offload=offload).build()
         dp.start()
         hoa = dp.register(0)["ipv4_hoa"]
         dp.configure_mn_ipv4(hoa)
@@ -110,14 +110,19 @@ def main() -> None:
     parser.add_argument("--transports", default="ipv6,ipv4,nat")
     parser.add_argument("--handovers", type=int, default=10)
     parser.add_argument("--spacing", type=float, default=1.0, help="seconds between moves")
+    parser.add_argument(
+        "--offload", default="tso,gso,gro", help="dataplane.offload, comma-separated ('' for none)"
+    )
     args = parser.parse_args()
     transports = args.transports.split(",")
     if args.quick:
         transports, args.handovers = ["nat"], 4
-    results = {"machine": machine_info(), "goal_ms": GOAL_MS, "runs": []}
+    results = {"machine": machine_info(), "goal_ms": GOAL_MS, "offload": args.offload, "runs": []}
     rows = []
     for transport in transports:
-        r = run(transport, args.handovers, args.spacing)
+        r = run(
+            transport, args.handovers, args.spacing, tuple(filter(None, args.offload.split(",")))
+        )
         results["runs"].append(r)
         rows.append(
             (
