@@ -851,7 +851,7 @@ def main() -> int:
     data = run(args)
     data["machine"] = finish_machine_info(info)
     report(data)
-    write_json(NAME, data, quick=args.quick)
+    write_json(NAME, data, quick=args.quick, tag=args.tag)
     failed = sum(r["attaches"] - r["ok"] for r in data["results"].values())
     return 1 if failed else 0
 
