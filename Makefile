@@ -4,7 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := tshark iproute2 nftables busybox iperf3 python3-venv kea-dhcp4-server \
 	isc-dhcp-client dhcpcd5 iputils-ping \
-	strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins
+	strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins \
+	systemd
 
 .PHONY: test lint unit deps venv bench bench-quick clean lab lab-down
 
@@ -61,7 +62,7 @@ $(VENV)/.ansible-stamp: requirements-ansible.txt $(VENV)/.stamp
 	@touch $@
 
 ansible-lint: ansible-venv
-	$(ANSIBLE_ENV) ANSIBLE_VAULT_PASSWORD_FILE="$(CURDIR)/inventories/lab/vault-password.txt" \
+	$(ANSIBLE_ENV) ANSIBLE_VAULT_IDENTITY_LIST="lab@$(CURDIR)/inventories/lab/vault-password.txt,molecule@$(CURDIR)/molecule/strongswan/vault-password.txt" \
 	  $(VENV)/bin/ansible-lint
 
 # The filter, module and plan unit tests (tests/test_ansible*.py also run under `unit`).

@@ -154,3 +154,31 @@ def test_netns_connection_reports_a_missing_namespace():
         pytest.fail("Ansible is not installed: make test installs it (make ansible-venv)")
     res = adhoc(f"pa{os.getpid() % 100000}-absent", "ansible.builtin.ping", "")
     assert res.get("unreachable") and "no network namespace" in res["msg"]
+
+
+# --- the systemd unit ---------------------------------------------------------------------
+
+
+def test_systemd_unit_passes_systemd_analyze(tmp_path):
+    """The unit the pmip_agent role installs on systemd hosts, rendered by Ansible from the
+    role's own defaults, is accepted by `systemd-analyze verify` (this machine has no
+    systemd as PID 1, so the unit is not started here)."""
+    if not ANSIBLE.exists():
+        pytest.fail("Ansible is not installed: make test installs it (make ansible-venv)")
+    if not shutil.which("systemd-analyze"):
+        pytest.fail("systemd-analyze is not installed: make deps installs it (package systemd)")
+    role = ROOT / "roles" / "pmip_agent"
+    unit = tmp_path / "pmip-agent.service"
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    argv = [str(ANSIBLE), "localhost", "-m", "ansible.builtin.template"]
+    argv += ["-a", f"src={role}/templates/pmip-agent.service.j2 dest={unit}"]
+    argv += ["-e", f"@{role}/defaults/main.yml", "-e", f"@{role}/vars/main.yml"]
+    # The venv of this project stands in for the host's, so the commands exist.
+    argv += ["-e", f"role_path={role} pmip_agent_role=lma pmip_agent_node_name=lma1"]
+    argv += ["-e", f"pmip_agent_venv={Path(sys.executable).parent.parent}"]
+    out = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = unit.read_text()
+    assert "ExecReload=" in text and "pmipctl --socket /run/pmip/lma1.sock reload" in text
+    check = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
