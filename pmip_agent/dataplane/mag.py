@@ -88,9 +88,8 @@ class MagDataPlane:
         self.iface_of: dict[bytes, str] = {
             i.mn_id.encode(): i.name for i in mag.access_interfaces if i.mn_id
         }
-        self.by_mac = {
-            mac: n.mn_id.encode() for n in config.mobile_nodes for mac in n.link_layer_ids
-        }
+        # profiles(): the mobile_nodes list and the mobile_nodes_file alike.
+        self.by_mac = {mac: p.mn_id for p in config.profiles().values() for mac in p.link_layer_ids}
         self.served: dict[bytes, _Served] = {}
         self.routers: dict[bytes, IPv4Address | None] = {}
         self.pending: dict[bytes, ev.TunnelNeeded] = {}
