@@ -9,7 +9,7 @@ APT_PACKAGES := tshark iproute2 nftables busybox iperf3 python3-venv kea-dhcp4-s
 
 .PHONY: test lint unit deps venv bench bench-quick clean lab lab-down
 
-test: deps venv ansible-venv lint unit
+test: deps venv ansible-venv lint unit ansible-test
 
 deps: .deps-stamp
 .deps-stamp: Makefile
