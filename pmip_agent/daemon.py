@@ -111,6 +111,8 @@ class Service:
         self._ifnames: dict[int | None, str] = {}
 
     engine: LmaEngine | MagEngine
+    mh: MhSocket | None
+    udp: Udp4Socket | None
 
     # --- the loop -----------------------------------------------------------------
 
@@ -127,6 +129,38 @@ class Service:
             for observer in self.observers:
                 observer(event)
         self._arm_timer()
+
+    # --- signalling in: the same for both roles; with require_ipsec, the *_ipsec pair ---
+
+    def _on_mh(self) -> None:
+        assert self.mh is not None
+        now = time.time()
+        for data, src in self.mh.recv_batch():
+            self.engine.receive_ipv6(data, src, now)
+        self.flush()
+
+    def _on_udp(self) -> None:
+        assert self.udp is not None
+        now = time.time()
+        for data, src, port in self.udp.recv_batch():
+            self.engine.receive_udp(data, src, port, now)
+        self.flush()
+
+    def _on_mh_ipsec(self) -> None:
+        assert self.mh is not None
+        now = time.time()
+        for data, src, ifindex in self.mh.recv_batch_ifindex():
+            if not self.unprotected(src, ifindex, now):
+                self.engine.receive_ipv6(data, src, now)
+        self.flush()
+
+    def _on_udp_ipsec(self) -> None:
+        assert self.udp is not None
+        now = time.time()
+        for data, src, port, ifindex in self.udp.recv_batch_ifindex():
+            if not self.unprotected(src, ifindex, now):
+                self.engine.receive_udp(data, src, port, now)
+        self.flush()
 
     def _arm_timer(self) -> None:
         deadline = self.engine.get_timer()
@@ -411,34 +445,6 @@ class LmaService(Service):
         self.store.close()
         if self.dataplane is not None:
             self.dataplane.close()
-
-    def _on_mh(self) -> None:
-        now = time.time()
-        for data, src in self.mh.recv_batch():
-            self.engine.receive_ipv6(data, src, now)
-        self.flush()
-
-    def _on_udp(self) -> None:
-        assert self.udp is not None
-        now = time.time()
-        for data, src, port in self.udp.recv_batch():
-            self.engine.receive_udp(data, src, port, now)
-        self.flush()
-
-    def _on_mh_ipsec(self) -> None:
-        now = time.time()
-        for data, src, ifindex in self.mh.recv_batch_ifindex():
-            if not self.unprotected(src, ifindex, now):
-                self.engine.receive_ipv6(data, src, now)
-        self.flush()
-
-    def _on_udp_ipsec(self) -> None:
-        assert self.udp is not None
-        now = time.time()
-        for data, src, port, ifindex in self.udp.recv_batch_ifindex():
-            if not self.unprotected(src, ifindex, now):
-                self.engine.receive_udp(data, src, port, now)
-        self.flush()
 
     def persist(self, events: list[ev.Event]) -> None:
         # Restored bindings never come through here (see _restore): writing them back
@@ -755,36 +761,6 @@ class MagService(Service):
                 self.drops.warning(
                     "dhcp-send-failed", time.time(), "cannot send DHCP to %s: %s", out.dest, exc
                 )
-
-    def _on_mh(self) -> None:
-        assert self.mh is not None
-        now = time.time()
-        for data, src in self.mh.recv_batch():
-            self.engine.receive_ipv6(data, src, now)
-        self.flush()
-
-    def _on_udp(self) -> None:
-        assert self.udp is not None
-        now = time.time()
-        for data, src, port in self.udp.recv_batch():
-            self.engine.receive_udp(data, src, port, now)
-        self.flush()
-
-    def _on_mh_ipsec(self) -> None:
-        assert self.mh is not None
-        now = time.time()
-        for data, src, ifindex in self.mh.recv_batch_ifindex():
-            if not self.unprotected(src, ifindex, now):
-                self.engine.receive_ipv6(data, src, now)
-        self.flush()
-
-    def _on_udp_ipsec(self) -> None:
-        assert self.udp is not None
-        now = time.time()
-        for data, src, port, ifindex in self.udp.recv_batch_ifindex():
-            if not self.unprotected(src, ifindex, now):
-                self.engine.receive_udp(data, src, port, now)
-        self.flush()
 
     def ipsec_changed(self) -> None:
         # Each LMA is signalled to only while an SA covers the address PBUs go to.
