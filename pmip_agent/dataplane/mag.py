@@ -141,14 +141,7 @@ class MagDataPlane:
         the home-link emulation needs. Repeated for a link that appears later."""
         for family in (socket.AF_INET, socket.AF_INET6):
             try:
-                self.ipr.rule(
-                    "add",
-                    family=family,
-                    priority=self.priority + 1,
-                    iifname=name,
-                    action="FR_ACT_BLACKHOLE",
-                    protocol=PROTO,
-                )
+                self._blackhole("add", name, family)
             except NetlinkError as exc:
                 if exc.code != 17:  # EEXIST
                     raise
@@ -164,14 +157,18 @@ class MagDataPlane:
         for name in self.access:
             for family in (socket.AF_INET, socket.AF_INET6):
                 with contextlib.suppress(NetlinkError):
-                    self.ipr.rule(
-                        "del",
-                        family=family,
-                        priority=self.priority + 1,
-                        iifname=name,
-                        action="FR_ACT_BLACKHOLE",
-                        protocol=PROTO,
-                    )
+                    self._blackhole("del", name, family)
+
+    def _blackhole(self, op: str, name: str, family: int) -> None:
+        """Add or delete the rule that drops whatever comes in on access link ``name``."""
+        self.ipr.rule(
+            op,
+            family=family,
+            priority=self.priority + 1,
+            iifname=name,
+            action="FR_ACT_BLACKHOLE",
+            protocol=PROTO,
+        )
 
     def link_gone(self, ifname: str) -> None:
         """Access link ``ifname`` went down or away: what was set on it may be gone."""
