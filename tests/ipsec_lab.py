@@ -152,3 +152,36 @@ class Charon:
         t0 = time.monotonic()
         wait_for(self.installed, timeout, 0.05, what=f"{self.host}: an INSTALLED child SA")
         return time.monotonic() - t0
+
+
+def sa_pair(
+    lab: Lab, ns_lma: str, ns_mag: str, tmp: Path, lma_addr: str, mag_addr: str
+) -> tuple[Charon, Charon]:
+    """Charon on the LMA (responder, conn "mag1") and on the MAG (initiator, conn "lma1")
+    between ``lma_addr`` and ``mag_addr``, started, with their child SAs installed."""
+    lma = Charon(
+        lab,
+        ns_lma,
+        tmp / "ike-lma",
+        "lma1",
+        [
+            {
+                "name": "mag1",
+                "local_addrs": [lma_addr],
+                "remote_addrs": [mag_addr],
+                "initiate": False,
+            }
+        ],
+    )
+    mag = Charon(
+        lab,
+        ns_mag,
+        tmp / "ike-mag",
+        "mag1",
+        [{"name": "lma1", "local_addrs": [mag_addr], "remote_addrs": [lma_addr], "initiate": True}],
+    )
+    lma.start()
+    mag.start()
+    mag.wait_installed()
+    lma.wait_installed()
+    return lma, mag

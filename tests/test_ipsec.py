@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 from daemon_lab import Daemon
-from ipsec_lab import Charon, require_strongswan
+from ipsec_lab import Charon, require_strongswan, sa_pair
 from netns import Lab, wait_for
 from pcap import tshark_binary
 from robust_lab import MhClient, make_pbu
@@ -229,24 +229,7 @@ def test_signalling_only_under_ipsec(lab: Lab, tmp_path: Path) -> None:
         lab.run(ns_mn, f"ip link set eth{i} down")
         lab.link(ns_rog, f"acc{i}", ns_rog, f"rmn{i}")
 
-    lma_ike = Charon(
-        lab,
-        ns_lma,
-        tmp_path / "ike-lma",
-        "lma1",
-        [{"name": "mag1", "local_addrs": [LMAA], "remote_addrs": [MAG], "initiate": False}],
-    )
-    mag_ike = Charon(
-        lab,
-        ns_mag,
-        tmp_path / "ike-mag",
-        "mag1",
-        [{"name": "lma1", "local_addrs": [MAG], "remote_addrs": [LMAA], "initiate": True}],
-    )
-    lma_ike.start()
-    mag_ike.start()
-    mag_ike.wait_installed()
-    lma_ike.wait_installed()
+    lma_ike, mag_ike = sa_pair(lab, ns_lma, ns_mag, tmp_path, LMAA, MAG)
 
     def ipsec(charon: Charon) -> dict[str, Any]:
         return {
@@ -482,24 +465,7 @@ def test_ipv4_udp_signalling_under_ipsec(lab: Lab, tmp_path: Path) -> None:
     lab.link(ns_mn, "eth1", ns_mag, "acc1")
     lab.link(ns_rog, "acc1", ns_rog, "rmn1")
     lab.run(ns_rog, "ip link set rmn1 down")
-    lma_ike = Charon(
-        lab,
-        ns_lma,
-        tmp_path / "ike-lma",
-        "lma1",
-        [{"name": "mag1", "local_addrs": [LMA_V4], "remote_addrs": [MAG_V4], "initiate": False}],
-    )
-    mag_ike = Charon(
-        lab,
-        ns_mag,
-        tmp_path / "ike-mag",
-        "mag1",
-        [{"name": "lma1", "local_addrs": [MAG_V4], "remote_addrs": [LMA_V4], "initiate": True}],
-    )
-    lma_ike.start()
-    mag_ike.start()
-    mag_ike.wait_installed()
-    lma_ike.wait_installed()
+    lma_ike, mag_ike = sa_pair(lab, ns_lma, ns_mag, tmp_path, LMA_V4, MAG_V4)
 
     def ipsec(charon: Charon) -> dict[str, Any]:
         return {"vici_socket": str(charon.vici), "ingress_interface": "ipsec0"}
