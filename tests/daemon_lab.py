@@ -160,16 +160,7 @@ class Topology:
         return self
 
     def _daemon(self, ns: str, name: str, port: int, config: dict[str, Any]) -> Daemon:
-        config.update(
-            node_name=name,
-            state_dir=str(self.tmp / f"{name}-state"),
-            control_socket=str(self.tmp / f"{name}.sock"),
-            log={"level": "debug", "format": "text"},
-            metrics={"enabled": True, "address": "127.0.0.1", "port": port},
-        )
-        path = self.tmp / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(config))
-        return Daemon(self.lab, ns, path, self.tmp / f"{name}.sock", self.tmp / f"{name}.log", port)
+        return configured_daemon(self.lab, self.tmp, ns, name, port, config)
 
     def _lma_config(self, extra: dict[str, Any], nat_refresh_s: int) -> dict[str, Any]:
         lma: dict[str, Any] = {
@@ -226,3 +217,20 @@ class Topology:
     def mag_entry(self) -> dict[str, Any] | None:
         rows = self.mag.ctl_json("bindings")
         return next((r for r in rows if r["mn_id"] == MN_ID and r["registered"]), None)
+
+
+def configured_daemon(
+    lab: Lab, tmp: Path, ns: str, name: str, port: int, config: dict[str, Any]
+) -> Daemon:
+    """A daemon (not started) for ``config`` plus the node's paths under ``tmp``, debug
+    text logs and metrics on ``port``."""
+    config.update(
+        node_name=name,
+        state_dir=str(tmp / f"{name}-state"),
+        control_socket=str(tmp / f"{name}.sock"),
+        log={"level": "debug", "format": "text"},
+        metrics={"enabled": True, "address": "127.0.0.1", "port": port},
+    )
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return Daemon(lab, ns, path, tmp / f"{name}.sock", tmp / f"{name}.log", port)

@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from daemon_lab import AGENT, FAST_TIMERS, Daemon
+from daemon_lab import AGENT, FAST_TIMERS, Daemon, configured_daemon
 from netns import Lab, wait_for
 
 TOOLS = str(Path(__file__).with_name("dp_tools.py"))
@@ -141,16 +140,7 @@ class DataplaneLab:
     # --- configuration ---------------------------------------------------------------
 
     def _daemon(self, ns: str, name: str, port: int, config: dict[str, Any]) -> Daemon:
-        config.update(
-            node_name=name,
-            state_dir=str(self.tmp / f"{name}-state"),
-            control_socket=str(self.tmp / f"{name}.sock"),
-            log={"level": "debug", "format": "text"},
-            metrics={"enabled": True, "address": "127.0.0.1", "port": port},
-        )
-        path = self.tmp / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(config))
-        return Daemon(self.lab, ns, path, self.tmp / f"{name}.sock", self.tmp / f"{name}.log", port)
+        return configured_daemon(self.lab, self.tmp, ns, name, port, config)
 
     def _lma_config(self) -> dict[str, Any]:
         node: dict[str, Any] = {"mn_id": MN_ID, "ipv6": True}

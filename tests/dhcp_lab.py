@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-from daemon_lab import Daemon
+from daemon_lab import Daemon, configured_daemon
 from netns import Lab, wait_for
 
 LMAA = "2001:db8:f::1"
@@ -86,16 +85,7 @@ class DhcpLab:
     # --- daemons ----------------------------------------------------------------------
 
     def _daemon(self, ns: str, name: str, port: int, config: dict[str, Any]) -> Daemon:
-        config.update(
-            node_name=name,
-            state_dir=str(self.tmp / f"{name}-state"),
-            control_socket=str(self.tmp / f"{name}.sock"),
-            log={"level": "debug", "format": "text"},
-            metrics={"enabled": True, "address": "127.0.0.1", "port": port},
-        )
-        path = self.tmp / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(config))
-        return Daemon(self.lab, ns, path, self.tmp / f"{name}.sock", self.tmp / f"{name}.log", port)
+        return configured_daemon(self.lab, self.tmp, ns, name, port, config)
 
     def _lma_config(self) -> dict[str, Any]:
         return {
