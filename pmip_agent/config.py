@@ -1099,6 +1099,16 @@ class IpsecConfig(_Model):
         "source address says. Unset with kernel ESP, where the kernel's IPsec policy drops "
         "unprotected packets of the protected traffic itself.",
     )
+    exempt_peers: list[IpAny] = Field(
+        default_factory=list,
+        description="Peers whose signalling goes without IPsec although require_ipsec is "
+        "on: LMA, the source addresses of MAGs (as seen, i.e. a NAT's public address) "
+        "whose PBUs are processed unprotected; MAG, LMAs (LMAA or IPv4-LMAA) it signals "
+        "without waiting for an SA. For peers that cannot have one, such as a MAG behind "
+        "a NAT where only tunnel-mode user-space ESP is available (its inner addresses "
+        "are not translated). Anyone who can send from such an address is trusted like "
+        "that peer: the start-up log names every exemption.",
+    )
 
 
 class AgentConfig(_Model):

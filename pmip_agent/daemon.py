@@ -108,6 +108,7 @@ class Service:
         # require_ipsec: the SA table from strongSwan, and what is checked against it.
         self.ipsec: SaWatcher | None = None
         self.sa_table = SaTable(ingress_required=True)  # nothing passes before the first read
+        self.ipsec_exempt = frozenset(config.ipsec.exempt_peers if config.require_ipsec else ())
         self._ifnames: dict[int | None, str] = {}
 
     engine: LmaEngine | MagEngine
@@ -195,6 +196,8 @@ class Service:
                 Path(ic.vici_socket), ic.poll_interval_s, ic.ingress_interface, self._on_sa_table
             )
             await self.ipsec.start()
+            for peer in sorted(self.ipsec_exempt, key=str):
+                self.log.warning("IPsec: signalling with %s is exempt (ipsec.exempt_peers)", peer)
         await self.start_async()
         await self.control.start()
         mc = self.config.metrics
@@ -265,7 +268,7 @@ class Service:
     def unprotected(self, src: object, ifindex: int | None, now: float) -> bool:
         """True (and counted and logged) when signalling from ``src`` that came in on
         ``ifindex`` was not carried by an IPsec SA: it must be dropped."""
-        if self.sa_table.protected(src, ifindex):  # type: ignore[arg-type]
+        if self.sa_table.protected(src, ifindex) or src in self.ipsec_exempt:  # type: ignore[arg-type]
             return False
         self.metrics.dropped.labels("ipsec-unprotected").inc()
         name = self._ifnames.get(ifindex)
@@ -769,7 +772,7 @@ class MagService(Service):
         for name, lma in engine.settings.lmas.items():
             over_ipv4 = lma.transport == "ipv4" and lma.ipv4_lmaa is not None
             address = lma.ipv4_lmaa if over_ipv4 else lma.lmaa
-            up = self.sa_table.covers(address)  # type: ignore[arg-type]
+            up = address in self.ipsec_exempt or self.sa_table.covers(address)  # type: ignore[arg-type]
             if self._sa_up.get(name) == up:
                 continue
             self._sa_up[name] = up

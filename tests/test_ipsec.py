@@ -499,3 +499,41 @@ def test_ipv4_udp_signalling_under_ipsec(lab: Lab, tmp_path: Path) -> None:
     assert link.count("esp") >= 2
     nd = "(icmpv6.type >= 133 and icmpv6.type <= 143)"
     assert link.count(f"not (esp or isakmp or arp or udp.port == 4500 or {nd})") == 0
+
+
+def test_exempt_peers_signal_without_an_sa(lab: Lab, tmp_path: Path) -> None:
+    """ipsec.exempt_peers: with require_ipsec on and no SA at all (no charon), a MAG that
+    names its LMA as exempt signals to it at once, and the LMA processes the PBUs from
+    that MAG's address; a MAG from any other address is still dropped and counted."""
+    ns_lma, ns_mag, ns_mn, ns_rog = lab.ns("lma"), lab.ns("mag"), lab.ns("mn"), lab.ns("rog")
+    lab.link(ns_mag, "tr0", ns_lma, "tr0")
+    lab.addr(ns_lma, "tr0", f"{LMAA}/64")
+    lab.addr(ns_mag, "tr0", f"{MAG}/64")
+    lab.link(ns_rog, "tr0", ns_lma, "tr1")
+    lab.addr(ns_lma, "tr1", f"{LMA_ROGUE_SIDE}/64")
+    lab.addr(ns_rog, "tr0", f"{ROGUE}/64")
+    lab.run(ns_rog, f"ip -6 route add 2001:db8:f::/64 via {LMA_ROGUE_SIDE}")
+    lab.link(ns_mn, "eth1", ns_mag, "acc1")
+    lab.link(ns_rog, "acc1", ns_rog, "rmn1")
+    absent = str(tmp_path / "absent.vici")
+    lma = daemon(
+        lab,
+        ns_lma,
+        tmp_path,
+        lma_config(tmp_path, "lma1", {"vici_socket": absent, "exempt_peers": [MAG]}, 9581),
+    )
+    mag_ipsec = {"vici_socket": absent, "exempt_peers": [LMAA], "poll_interval_s": 0.2}
+    mag = daemon(lab, ns_mag, tmp_path, mag_config(tmp_path, "mag1", MAG, MNS[:1], mag_ipsec, 9582))
+    rogue = daemon(
+        lab, ns_rog, tmp_path, mag_config(tmp_path, "rogue1", ROGUE, ROGUE_MNS[:1], None, 9583)
+    )
+    lma.start()
+    mag.start()
+    rogue.start()
+    wait_for(lambda: MNS[0] in lma_rows(lma), 10, what="mn1 bound through an exempt MAG")
+    wait_for(lambda: MNS[0] in mag_registered(mag), 10, what="mn1 registered at the MAG")
+    wait_for(lambda: unprotected(lma) >= 2, 15, what="the rogue's PBUs counted as unprotected")
+    assert ROGUE_MNS[0] not in lma_rows(lma)
+    assert f"signalling with {MAG} is exempt" in lma.log_text()
+    assert f"signalling with {LMAA} is exempt" in mag.log_text()
+    assert "registered:" not in rogue.log_text()
