@@ -88,6 +88,11 @@ def _mn(mn_id: bytes) -> str:
     return mn_id.decode("utf-8", "backslashreplace")
 
 
+def _ipsec_at_start(config: AgentConfig) -> dict[str, object]:
+    """The ipsec settings only a restart applies (all but the exemptions)."""
+    return config.ipsec.model_dump(exclude={"exempt_peers"})
+
+
 class Service:
     """What the LMA and MAG services share: timer, flush loop, control, metrics, logs."""
 
@@ -235,15 +240,24 @@ class Service:
             new = load_config(self.config_path)
             if new.role != self.config.role:
                 raise ConfigError(f"role: cannot change from {self.config.role} to {new.role}")
-            for key in ("require_ipsec", "ipsec"):  # sockets and the SA watcher: at start
-                if getattr(new, key) != getattr(self.config, key):
-                    raise ConfigError(f"{key}: changed, which only a restart applies")
+            # The sockets and the SA watcher are set up at start; the exemptions are not.
+            if new.require_ipsec != self.config.require_ipsec:
+                raise ConfigError("require_ipsec: changed, which only a restart applies")
+            if _ipsec_at_start(new) != _ipsec_at_start(self.config):
+                raise ConfigError("ipsec: changed, which only a restart applies")
             self.apply_config(new)
         except (ConfigError, ValueError) as exc:
             self.log.error("reload refused, keeping the running configuration:\n%s", exc)
             raise ValueError(f"reload refused: {exc}") from exc
         self.config = new
         self.log.info("configuration reloaded from %s", self.config_path)
+        exempt = frozenset(new.ipsec.exempt_peers if new.require_ipsec else ())
+        if exempt != self.ipsec_exempt:
+            self.ipsec_exempt = exempt
+            self.log.warning(
+                "IPsec: exempt peers now %s", ", ".join(sorted(map(str, exempt))) or "none"
+            )
+            self.ipsec_changed()
         self.flush()
         return "reloaded"
 

@@ -415,6 +415,12 @@ def test_restart_keys_ignore_what_a_reload_applies():
     config["mobile_nodes"] = [{"mn_id": "x"}]
     config["timers"] = {"max_lifetime_s": 60}
     assert keys(config) == before
+    # The IPsec exemptions are reloaded (the agent swaps them in place).
+    exempt = _lma_config()
+    exempt["ipsec"] = {"exempt_peers": ["198.18.2.3"]}
+    assert keys(exempt) == before
+    exempt["ipsec"]["ingress_interface"] = "ipsec0"
+    assert keys(exempt) != before
 
 
 def test_restart_keys_catch_sockets_store_and_logging():

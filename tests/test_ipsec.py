@@ -537,3 +537,16 @@ def test_exempt_peers_signal_without_an_sa(lab: Lab, tmp_path: Path) -> None:
     assert f"signalling with {MAG} is exempt" in lma.log_text()
     assert f"signalling with {LMAA} is exempt" in mag.log_text()
     assert "registered:" not in rogue.log_text()
+    # The exemptions are reloaded in place: now the rogue's address is exempt, the MAG's
+    # is not (its MN stays bound until its lifetime runs out; its PBUs are dropped).
+    config = lma_config(tmp_path, "lma1", {"vici_socket": absent, "exempt_peers": [ROGUE]}, 9581)
+    lma.config_path.write_text(yaml.safe_dump(config))
+    assert lma.ctl("reload").returncode == 0
+    wait_for(lambda: ROGUE_MNS[0] in lma_rows(lma), 10, what="the newly exempt MAG's MN bound")
+    assert MNS[0] in lma_rows(lma)
+    assert f"IPsec: exempt peers now {ROGUE}" in lma.log_text()
+    # Any other ipsec setting is a restart's.
+    config["ipsec"]["poll_interval_s"] = 2.0
+    lma.config_path.write_text(yaml.safe_dump(config))
+    out = lma.ctl("reload")
+    assert out.returncode != 0 and "only a restart applies" in out.stdout + out.stderr

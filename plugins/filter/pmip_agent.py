@@ -38,7 +38,9 @@ def pmip_agent_restart_keys(config: Mapping[str, Any]) -> dict[str, Any]:
     }
     # The signalling sockets (ingress interface) and the SA watcher are set up at start.
     keys["require_ipsec"] = bool(config.get("require_ipsec", False))
-    keys["ipsec"] = _plain(config.get("ipsec") or {})
+    # ipsec.exempt_peers is reloaded.
+    ipsec = {k: v for k, v in (config.get("ipsec") or {}).items() if k != "exempt_peers"}
+    keys["ipsec"] = _plain(ipsec)
     keys["dataplane"] = _plain(config.get("dataplane") or {})
     if role == "lma":
         lma = config.get("lma") or {}
