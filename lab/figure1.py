@@ -28,6 +28,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -67,6 +68,10 @@ MNS = {
     "mn3": {"mn_id": "mn3@lab.example", "mac": "02:00:00:00:00:03", "mag": "mag2", "lma": "lma1"},
 }
 AGENTS = ["lma1", "lma2", "mag1", "mag2"]
+# The MAGs whose links to the LMAs carry only ESP (inventories/lab: the ipsec group; MAG2
+# is behind NAT2, see group_vars/ipsec/strongswan.yml), and the charons of that group.
+IPSEC_MAGS = {"mag1"}
+IPSEC_HOSTS = ["lma1", "lma2", "mag1"]
 
 
 def ns(name: str) -> str:
@@ -293,12 +298,53 @@ def watch_wire(mag: str, hoa: str) -> subprocess.Popen[str]:
     return proc
 
 
-def wire_matches(wire: dict[str, Any], transport: str | None) -> bool:
+# All an IPsec-protected uplink may carry (lab/traffic.py protection()): ESP, IKE and
+# neighbour discovery; the MN's tunnel packets and the signalling only inside ESP.
+PROTECTED_UPLINK = {"esp", "ike", "icmpv6"}
+
+
+def wire_matches(wire: dict[str, Any], transport: str | None, protected: bool) -> bool:
     """The MN's traffic crossed the MAG's uplink in the binding's encapsulation (both
-    ways: a ping and the echoes are at least 4 packets), and in no other."""
+    ways: a ping and the echoes are at least 4 packets), and in no other; on an
+    IPsec-protected uplink, only inside ESP (no tunnel packet of the MN in the clear)."""
     packets = wire.get("packets") or {}
+    clear = {k for k in packets if k in WIRE_FORM.values()}
+    if protected:
+        return packets.get("esp", 0) >= 4 and set(packets) <= PROTECTED_UPLINK
     form = WIRE_FORM.get(transport or "")
-    return form is not None and packets.get(form, 0) >= 4 and set(packets) == {form}
+    return form is not None and packets.get(form, 0) >= 4 and clear == {form}
+
+
+def signalling_verdict(mag: str, wire: dict[str, Any]) -> bool:
+    """What the MAG's uplink showed while its MNs attached (PBUs and PBAs): on an
+    IPsec MAG, ESP and nothing else but IKE and ICMPv6 (neighbour discovery); on the
+    others, the clear signalling (which shows the capture can see it)."""
+    packets = wire.get("packets") or {}
+    if mag in IPSEC_MAGS:
+        return packets.get("esp", 0) >= 2 and set(packets) <= PROTECTED_UPLINK
+    return packets.get("signalling", 0) >= 2
+
+
+def installed_child_sas(host: str) -> list[str]:
+    """The INSTALLED child SAs of ``host``'s charon, read through its vici socket."""
+    import vici
+
+    sock = socket.socket(socket.AF_UNIX)
+    sock.settimeout(5)
+    try:
+        sock.connect(str(HOSTS / host / "run" / "charon" / "charon.vici"))
+        sas = list(vici.Session(sock).list_sas())
+    except OSError:
+        return []
+    finally:
+        sock.close()
+    return sorted(
+        f"{name}/{child['name'].decode()}"
+        for message in sas
+        for name, ike in message.items()
+        for child in (ike.get("child-sas") or {}).values()
+        if child.get("state") == b"INSTALLED"
+    )
 
 
 def global_ipv6(mn: str) -> str | None:
@@ -351,7 +397,9 @@ def observe_attach(mn: str) -> dict[str, Any]:
         if capture is not None:
             capture.terminate()
             entry["wire"] = finish(capture, 10)
-            entry["wire_matches_transport"] = wire_matches(entry["wire"], entry["transport"])
+            entry["wire_matches_transport"] = wire_matches(
+                entry["wire"], entry["transport"], entry["mag"] in IPSEC_MAGS
+            )
     if mn in DUAL_STACK:
         v6 = None
         with contextlib.suppress(RuntimeError):
@@ -426,11 +474,26 @@ def scenario() -> dict[str, Any]:
     """Each MN attaches afresh, gets its HoA by DHCP and reaches the CN from it; then MN1
     hands over from MAG1 to MAG2 under traffic, and goes back for the next run."""
     report: dict[str, Any] = {"mobile_nodes": [], "started": time.time()}
+    report["ipsec"] = {"child_sas": {}, "uplinks": {}}
+    for host in IPSEC_HOSTS:  # the SAs come up as charon starts (MAG1 initiates)
+        with contextlib.suppress(RuntimeError):
+            wait(lambda h=host: installed_child_sas(h), 20, f"{host}'s child SAs")
+        report["ipsec"]["child_sas"][host] = installed_child_sas(host)
+    # The MAGs' uplinks while every MN attaches: PBUs, PBAs, DHCP-triggered traffic.
+    uplinks = {mag: watch_wire(mag, "0.0.0.0") for mag in ("mag1", "mag2")}
     for mn, spec in MNS.items():
         attach(mn, spec["mag"])  # a fresh attachment each run
     with cn_service():
         for mn in MNS:
             report["mobile_nodes"].append(observe_attach(mn))
+        for mag, capture in uplinks.items():
+            capture.terminate()
+            wire = finish(capture, 10)
+            report["ipsec"]["uplinks"][mag] = {
+                "ipsec": mag in IPSEC_MAGS,
+                "packets": wire.get("packets"),
+                "as_expected": signalling_verdict(mag, wire),
+            }
         mn1 = report["mobile_nodes"][0]
         if mn1["ipv4_hoa"]:
             mn1["handover"] = handover("mn1", "mag1", "mag2", mn1["ipv4_hoa"])
@@ -447,8 +510,13 @@ def scenario_ok(report: dict[str, Any]) -> bool:
     interruption and an intact transfer."""
     nodes = report["mobile_nodes"]
     ho = nodes[0]["handover"] if nodes else None
+    ipsec = report.get("ipsec") or {}
+    uplinks = ipsec.get("uplinks") or {}
     return (
         bool(nodes)
+        and all(ipsec.get("child_sas", {}).get(h) for h in IPSEC_HOSTS)
+        and bool(uplinks)
+        and all(u["as_expected"] for u in uplinks.values())
         and all(m["ipv4_hoa"] and m["reached_cn"] for m in nodes)
         and all(m.get("wire_matches_transport") for m in nodes)
         and all(m.get("reached_cn_v6", True) for m in nodes)
@@ -466,6 +534,14 @@ def print_report(report: dict[str, Any]) -> None:
     print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)))
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+    ipsec = report.get("ipsec") or {}
+    for host, sas in (ipsec.get("child_sas") or {}).items():
+        print(f"IPsec {host}: installed child SAs {', '.join(sas) or 'none'}")
+    for mag, u in (ipsec.get("uplinks") or {}).items():
+        kind = "IPsec" if u["ipsec"] else "no IPsec"
+        print(
+            f"{mag}'s uplink during the attaches ({kind}): {u['packets']}, ok: {u['as_expected']}"
+        )
     for m in report["mobile_nodes"]:
         if "wire" in m:
             print(f"{m['mn_id']} on {m['mag']}'s uplink: {m['wire'].get('packets')}")

@@ -8,8 +8,9 @@
     traffic.py transfer --to CN --bind HOA --bytes N [--rate B/s]
                                                   one TCP connection of N bytes
 
-    traffic.py wire --iface IF --inner HOA        the tunnel packets on IF carrying HOA,
-                                                  counted by encapsulation until SIGTERM
+    traffic.py wire --iface IF [--inner HOA]      the tunnel packets on IF carrying HOA,
+                                                  counted by encapsulation, and ESP, IKE
+                                                  and clear signalling, until SIGTERM
 
 The CN's answers say what it saw: every UDP echo carries the source address the CN
 received the probe from, and at the end of a TCP connection the CN sends back the byte
@@ -186,7 +187,8 @@ UDP_DATA_PORT = 5437  # RFC 5844 §4: the IPv4-UDP tunnel's port (not the signal
 
 def wire(args: argparse.Namespace) -> dict[str, Any]:
     """Every frame on ``iface`` until SIGTERM: the tunnel packets whose inner IPv4 source
-    or destination is ``inner``, counted by their encapsulation."""
+    or destination is ``inner``, counted by their encapsulation, and the frames that show
+    whether the link is IPsec-protected (see protection())."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
     sock.bind((args.iface, 0))
     sock.settimeout(0.1)
@@ -205,7 +207,7 @@ def wire(args: argparse.Namespace) -> dict[str, Any]:
             frame = sock.recv(65535)
         except TimeoutError:
             continue
-        kind = encapsulation(frame, inner)
+        kind = encapsulation(frame, inner) or protection(frame)
         if kind:
             counts[kind] = counts.get(kind, 0) + 1
     return {"iface": args.iface, "packets": counts}
@@ -237,6 +239,39 @@ def encapsulation(frame: bytes, inner: bytes) -> str | None:
     return kind if inner in (packet[12:16], packet[16:20]) else None
 
 
+SIGNALLING_PORT, IKE_PORT, NAT_T_PORT = 5436, 500, 4500
+MH = 135  # the Mobility Header's protocol number
+
+
+def protection(frame: bytes) -> str | None:
+    """What a frame is, as far as IPsec goes: "esp" (ESP, or ESP in UDP 4500), "ike"
+    (UDP 500, or 4500 with the non-ESP marker), "signalling" (a Mobility Header, or UDP
+    5436: PMIPv6 signalling in the clear), "icmpv6" (neighbour discovery and the like),
+    "other" for any other IP packet, or None for what is not IP (ARP)."""
+    ethertype = int.from_bytes(frame[12:14])
+    if ethertype == 0x86DD and len(frame) >= 54:
+        proto, at = frame[20], 54
+    elif ethertype == 0x0800 and len(frame) >= 34:
+        proto, at = frame[23], 14 + (frame[14] & 0x0F) * 4
+    else:
+        return None
+    if proto == 50:
+        return "esp"
+    if proto == MH:
+        return "signalling"
+    if proto == 58:
+        return "icmpv6"
+    if proto != 17 or len(frame) < at + 8:
+        return "other"
+    ports = {int.from_bytes(frame[at : at + 2]), int.from_bytes(frame[at + 2 : at + 4])}
+    if SIGNALLING_PORT in ports:
+        return "signalling"
+    if NAT_T_PORT in ports:
+        payload = frame[at + 8 :]  # a zero marker: IKE; 1 byte: a NAT-T keepalive
+        return "ike" if len(payload) < 8 or payload[:4] == b"\0\0\0\0" else "esp"
+    return "ike" if IKE_PORT in ports else "other"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -253,7 +288,7 @@ def main() -> None:
     sub.choices["transfer"].add_argument("--rate", type=float, default=0.0)
     p = sub.add_parser("wire")
     p.add_argument("--iface", required=True)
-    p.add_argument("--inner", required=True)
+    p.add_argument("--inner", default="0.0.0.0", help="count tunnel packets of this HoA")
     args = parser.parse_args()
     if args.cmd == "serve":
         serve(args)

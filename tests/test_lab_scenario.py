@@ -27,8 +27,9 @@ from typing import Any
 import pytest
 from netns import Lab
 from scapy.layers.inet import ICMP, IP, UDP
-from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import Ether
+from scapy.layers.inet6 import MIP6MH_BU, ICMPv6ND_NS, IPv6
+from scapy.layers.ipsec import ESP
+from scapy.layers.l2 import ARP, Ether
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAFFIC = str(ROOT / "lab" / "traffic.py")
@@ -159,12 +160,15 @@ def test_the_handover_summary_comes_from_the_observations() -> None:
 
 def _report() -> dict[str, Any]:
     node = {"ipv4_hoa": HOA, "reached_cn": True, "handover": None, "wire_matches_transport": True}
+    sas = {h: [f"peer/{h}-hosts"] for h in figure1.IPSEC_HOSTS}
+    uplink = {"ipsec": True, "packets": {"esp": 20}, "as_expected": True}
     return {
         "mobile_nodes": [
             {**node, "handover": _handover()},
             {**node, "ipv4_hoa": "10.200.0.5", "reached_cn_v6": True},
             {**node, "ipv4_hoa": "10.150.0.100"},
-        ]
+        ],
+        "ipsec": {"child_sas": sas, "uplinks": {"mag1": uplink, "mag2": dict(uplink)}},
     }
 
 
@@ -180,6 +184,10 @@ def _report() -> dict[str, Any]:
         lambda r: r["mobile_nodes"][0]["handover"]["tcp"].update(intact=False),
         lambda r: r["mobile_nodes"][0].update(handover=None),
         lambda r: r["mobile_nodes"].clear(),
+        lambda r: r["ipsec"]["child_sas"].update(lma2=[]),
+        lambda r: r["ipsec"]["uplinks"]["mag2"].update(as_expected=False),
+        lambda r: r["ipsec"]["uplinks"].clear(),
+        lambda r: r.pop("ipsec"),
     ],
 )
 def test_the_scenario_fails_on_any_missing_observation(spoil: Any) -> None:
@@ -205,7 +213,46 @@ def test_the_wire_check_tells_the_encapsulations_apart() -> None:
     assert traffic.encapsulation(bytes(Ether() / IP() / UDP(dport=5436) / inner), hoa) is None
     assert traffic.encapsulation(bytes(Ether() / inner), hoa) is None  # not tunnelled
     ping_and_echoes = {"packets": {"ipv4-in-udp": 12}}
-    assert figure1.wire_matches(ping_and_echoes, "ipv4-udp")
-    assert not figure1.wire_matches(ping_and_echoes, "ipv6")
-    assert not figure1.wire_matches({"packets": {"ipv4-in-udp": 12, "ipv4-in-ipv4": 1}}, "ipv4-udp")
-    assert not figure1.wire_matches({"packets": {}}, "ipv4-udp")
+    assert figure1.wire_matches(ping_and_echoes, "ipv4-udp", protected=False)
+    assert not figure1.wire_matches(ping_and_echoes, "ipv6", protected=False)
+    mixed = {"packets": {"ipv4-in-udp": 12, "ipv4-in-ipv4": 1}}
+    assert not figure1.wire_matches(mixed, "ipv4-udp", protected=False)
+    assert not figure1.wire_matches({"packets": {}}, "ipv4-udp", protected=False)
+    # Unrelated frames (ESP of other traffic, IKE) do not spoil an unprotected match.
+    assert figure1.wire_matches({"packets": {"ipv4-in-udp": 12, "ike": 2}}, "ipv4-udp", False)
+
+
+def test_the_wire_check_tells_protected_from_clear() -> None:
+    """ESP (raw and in UDP 4500), IKE (UDP 500, 4500 with the zero marker, keepalives)
+    and PMIPv6 signalling in the clear (the MH, UDP 5436) are told apart."""
+    v6 = Ether() / IPv6(src="2001:db8:1::2", dst="2001:db8:12::2")
+    v4 = Ether() / IP(src="10.2.0.2", dst="198.18.1.2")
+    esp_in_udp = UDP(sport=4500, dport=4500) / (b"\x00\x00\x10\x01" + bytes(40))
+    ike_in_4500 = UDP(sport=4500, dport=4500) / (bytes(4) + bytes(40))
+    frames = {
+        "esp": [v6 / esp_in_udp, v4 / esp_in_udp, v4 / ESP(spi=7, seq=1)],
+        "ike": [v6 / UDP(sport=500, dport=500) / bytes(40), v4 / ike_in_4500],
+        "signalling": [v6 / MIP6MH_BU(), v4 / UDP(sport=5436, dport=5436) / bytes(24)],
+    }
+    for kind, examples in frames.items():
+        for frame in examples:
+            assert traffic.protection(bytes(frame)) == kind, frame.summary()
+    keepalive = v4 / UDP(sport=4500, dport=4500) / b"\xff"
+    assert traffic.protection(bytes(keepalive)) == "ike"
+    assert traffic.protection(bytes(v4 / UDP(sport=53, dport=53) / bytes(20))) == "other"
+    assert traffic.protection(bytes(v6 / IP() / ICMP())) == "other"  # a clear tunnel packet
+    assert traffic.protection(bytes(v6 / ICMPv6ND_NS())) == "icmpv6"
+    assert traffic.protection(bytes(Ether() / ARP())) is None
+    # A protected uplink: the MN's traffic only inside ESP, no signalling in the clear.
+    assert figure1.wire_matches({"packets": {"esp": 12}}, "ipv6", protected=True)
+    assert not figure1.wire_matches({"packets": {"esp": 12, "ipv4-in-ipv6": 1}}, "ipv6", True)
+    assert not figure1.wire_matches({"packets": {"esp": 12, "signalling": 1}}, "ipv6", True)
+    assert not figure1.wire_matches({"packets": {"esp": 2}}, "ipv6", protected=True)
+    assert not figure1.wire_matches({"packets": {"esp": 12, "other": 1}}, "ipv6", True)
+    assert figure1.signalling_verdict("mag1", {"packets": {"esp": 4, "ike": 2}})
+    assert not figure1.signalling_verdict("mag1", {"packets": {"esp": 4, "signalling": 2}})
+    assert not figure1.signalling_verdict("mag1", {"packets": {}})
+    assert not figure1.signalling_verdict("mag1", {"packets": {"esp": 4, "other": 1}})
+    assert figure1.signalling_verdict("mag1", {"packets": {"esp": 4, "icmpv6": 3}})
+    assert figure1.signalling_verdict("mag2", {"packets": {"signalling": 4}})
+    assert not figure1.signalling_verdict("mag2", {"packets": {"esp": 4}})
