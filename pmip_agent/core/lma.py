@@ -250,18 +250,24 @@ class LmaEngine:
         """Reload bindings kept across a restart. Live ones come back with their remaining
         lifetime and a BindingUp("restored") each, so the data plane is reinstalled by the
         same events as at registration; lapsed ones are purged."""
+        peers: dict[int, Peer] = {}  # id(view.mag) -> ours: the views share their Peers
+        events, cache = self._events, self._cache
         for view in views:
-            entry = BindingCacheEntry.from_view(view)
-            entry.mag = self._peer(view.mag.v6, view.mag.v4, view.mag.port)
+            mag = peers.get(id(view.mag))
+            if mag is None:
+                m = view.mag
+                mag = peers[id(m)] = self._peer(m.v6, m.v4, m.port)
+            entry = BindingCacheEntry.from_view(view, mag)
             if not self._claim_addresses(entry):
-                self._events.append(MessageDropped(entry.mag, "restore-conflict", entry.mn_name))
+                events.append(MessageDropped(mag, "restore-conflict", entry.mn_name))
                 continue
-            self._cache[entry.mn_id] = entry
-            if entry.state == ACTIVE and entry.expires_at > now:
-                self._events.append(BindingUp(entry.view(), "restored"))
-                self._schedule(entry, entry.expires_at)
-            elif entry.state == DEREGISTERED and entry.expires_at > now:
-                self._schedule(entry, entry.expires_at)
+            cache[entry.mn_id] = entry
+            expires_at = entry.expires_at
+            if expires_at > now and entry.state == ACTIVE:
+                events.append(BindingUp(entry.view(), "restored"))
+                self._schedule(entry, expires_at)
+            elif expires_at > now and entry.state == DEREGISTERED:
+                self._schedule(entry, expires_at)
             else:
                 self._purge(entry)
 
@@ -847,13 +853,17 @@ class LmaEngine:
         """Mark a restored or kept entry's addresses as taken; False on a conflict."""
         hoa = entry.ipv4_hoa
         if hoa is not None:
-            if self._by_hoa.get(hoa, entry.mn_id) != entry.mn_id:
+            mn_id, by_hoa = entry.mn_id, self._by_hoa
+            held = len(by_hoa)
+            # One hash of the address (ipaddress hashes are slow): claim, or see the owner.
+            if by_hoa.setdefault(hoa, mn_id) != mn_id:
                 return False
-            if entry.ipv4_source == Ipv4Mode.LMA.value:
+            if entry.ipv4_source == _LMA_SOURCE:
                 pool = self.pools.get(entry.ipv4_pool)
                 if pool is None or not (pool.reserve(hoa) or pool.is_allocated(hoa)):
+                    if len(by_hoa) > held:
+                        del by_hoa[hoa]  # the claim made just above
                     return False
-            self._by_hoa[hoa] = entry.mn_id
         if self.hnp_pool is not None:
             for prefix in entry.hnps:
                 self.hnp_pool.reserve(*prefix)

@@ -141,7 +141,9 @@ class Forwarder:
         self._rx: dict[tuple[Encapsulation, str, int], Tunnel] = {}
         self._by_peer: dict[tuple[bytes, str], Tunnel] = {}  # learning (LMA, IPv4-UDP)
         self._learned: dict[tuple[bytes, str], int] = {}  # keepalives seen, tunnel or not
-        self._routes4: dict[bytes, Tunnel] = {}
+        # IPv4 keyed by the address as an int: the engine's own int object (the home
+        # address's), so a million routes add no key objects.
+        self._routes4: dict[int, Tunnel] = {}
         self._routes6: dict[int, dict[bytes, Tunnel]] = {}
         self._lens6: tuple[int, ...] = ()
         self._keepalive_due: dict[TunnelKey, float] = {}
@@ -272,13 +274,13 @@ class Forwarder:
                 old.routes -= 1
             return old is not None
 
-    def _entry(self, prefix: Prefix) -> tuple[dict[bytes, Tunnel], bytes]:
+    def _entry(self, prefix: Prefix) -> tuple[dict[Any, Tunnel], int | bytes]:
         address, plen = prefix
-        packed = address.packed
-        if len(packed) == 4:
+        if address.version == 4:
             if plen != 32:
                 raise ValueError(f"IPv4 routes are host routes (home addresses), not /{plen}")
-            return self._routes4, packed
+            return self._routes4, int(address)
+        packed = address.packed
         table = self._routes6.get(plen)
         if table is None:
             table = self._routes6[plen] = {}
@@ -304,7 +306,7 @@ class Forwarder:
 
     def _lookup(self, pkt: memoryview, v4_off: int, v6_off: int) -> Tunnel | None:
         if pkt[0] >> 4 == 4:
-            return self._routes4.get(bytes(pkt[v4_off : v4_off + 4]))
+            return self._routes4.get(int.from_bytes(pkt[v4_off : v4_off + 4]))
         for plen in self._lens6:
             table = self._routes6.get(plen)
             if table:

@@ -76,6 +76,7 @@ class LmaDataPlane:
         self.bindings: dict[bytes, _Binding] = {}
         self.refs: Counter[TunnelKey] = Counter()
         self._keys: dict[TunnelKey, TunnelKey] = {}
+        self._tunnel_memo: dict[tuple[int, Encapsulation, bool], tuple[ev.Peer, TunnelKey]] = {}
         self._flush_pending = False
         self.homes: list[Network] = [p.prefix for p in config.lma.ipv4_pools]
         self.homes += config.lma.dhcp_server_pools
@@ -128,22 +129,46 @@ class LmaDataPlane:
         assert self.backend is not None, "start() first"
         return self.backend
 
-    def _up(self, binding: ev.BindingView) -> None:
+    def _tunnel_of(self, binding: ev.BindingView) -> TunnelKey:
+        """``tunnel_for(binding)``, as the one key object of that tunnel. The engine shares
+        one Peer per MAG, so the answer is remembered per Peer object: a restart feeds a
+        million bindings through here."""
+        mag = binding.mag
+        memo = (id(mag), binding.encapsulation, binding.nat)
+        hit = self._tunnel_memo.get(memo)
+        if hit is not None and hit[0] is mag:  # the Peer is held by the memo: same id, same object
+            return hit[1]
         tunnel = tunnel_for(binding)
         tunnel = self._keys.setdefault(tunnel, tunnel)  # one key object per tunnel
+        if len(self._tunnel_memo) >= 4096:
+            self._tunnel_memo.clear()
+        self._tunnel_memo[memo] = (mag, tunnel)
+        return tunnel
+
+    def _up(self, binding: ev.BindingView) -> None:
+        tunnel = self._tunnel_of(binding)
         old = self.bindings.get(binding.mn_id)
         hoa, hnps = binding.ipv4_hoa, binding.hnps
-        if old is not None and old == (tunnel, hoa, hnps):
+        backend = self._backend
+        if old is None:  # new (or restored): no set arithmetic
+            self._hold(tunnel)
+            if hoa is not None:
+                backend.route_to((hoa, 32), tunnel)
+            for prefix in hnps:
+                backend.route_to(prefix, tunnel)
+            self.bindings[binding.mn_id] = (tunnel, hoa, hnps)
+            self._flush_soon()
+            return
+        if old == (tunnel, hoa, hnps):
             return  # nothing moved
         self._hold(tunnel)
         prefixes = _prefixes(hoa, hnps)
         # A handover re-points each prefix at the new MAG's tunnel: one assignment each.
         for prefix in prefixes:
-            self._backend.route_to(prefix, tunnel)
-        if old is not None:
-            for prefix in _prefixes(old[1], old[2]) - prefixes:
-                self._backend.unroute(prefix)
-            self._release(old[0])
+            backend.route_to(prefix, tunnel)
+        for prefix in _prefixes(old[1], old[2]) - prefixes:
+            backend.unroute(prefix)
+        self._release(old[0])
         self.bindings[binding.mn_id] = (tunnel, hoa, hnps)
         self._flush_soon()
 
@@ -166,6 +191,7 @@ class LmaDataPlane:
         if self.refs[tunnel] <= 0:
             del self.refs[tunnel]
             del self._keys[tunnel]
+            self._tunnel_memo.clear()  # it may name this key
             self._backend.remove_tunnel(tunnel)
 
     def _flush_soon(self) -> None:
