@@ -5,6 +5,7 @@ transport and NAT detection (seed §4.3, §4.5; RFC 5844 §4.1); malformed input
 from __future__ import annotations
 
 import dataclasses
+import random
 from ipaddress import IPv6Address
 
 import pytest
@@ -43,6 +44,7 @@ from pmip_agent.core.events import (
     MessageDropped,
     Peer,
 )
+from pmip_agent.core.policy import Ipv4Mode, MnProfile
 from pmip_agent.core.pools import PrefixPool
 from pmip_agent.wire import (
     BindingAck,
@@ -474,3 +476,55 @@ def test_unknown_mn_over_udp_gets_reject_to_observed_address():
     pba, out = send_udp(lma, pbu(MN_UNKNOWN), T0, src4=NAT_V4, port=NAT_PORT)
     assert pba.status == 153
     assert (out.peer.v4, out.peer.port) == (NAT_V4, NAT_PORT)
+
+
+def test_restored_deadlines_fire_exactly_after_refreshes_and_deregistrations():
+    """RFC 5213 §5.3.3 and §5.3.5 across a restart: restored entries are armed outside the
+    timer heap, restored in several batches in no particular order. Whatever happens to
+    them after (refreshed to a later expiry, de-registered to an earlier one, left alone),
+    get_timer names the earliest true deadline and handle_timer purges exactly the entries
+    due, each once."""
+    mns = [b"mn%03d@example.net" % i for i in range(60)]
+    profiles = {m: MnProfile(m, Ipv4Mode.LMA) for m in mns}
+    old = make_lma(profiles)
+    for i, m in enumerate(mns):  # lifetimes 100..395 s, registered over 60 s
+        registered(old, m, T0 + i, lifetime_s=100 + (i * 37) % 300)
+    views = list(old.bindings())
+    random.Random(5).shuffle(views)
+
+    new = make_lma(profiles)
+    now = T0 + 61
+    new.restore(views[:20], now)
+    assert new.get_timer() == min(v.expires_at for v in views[:20])
+    new.restore(views[20:45], now)  # a later batch, with earlier deadlines among them
+    new.restore(views[45:], now)
+    assert len(of(events(new), BindingUp)) == 60
+    expected = {v.mn_id: v.expires_at for v in views}
+    assert new.get_timer() == min(expected.values())
+
+    # At now + 1: every 3rd MN refreshes (a later expiry), every 7th de-registers (an
+    # earlier one: MinDelayBeforeBCEDelete). The rest keep their restored deadlines.
+    now += 1
+    for i, m in enumerate(mns):
+        if i % 7 == 0:
+            pba = send6(new, pbu(m, ts=now, seq=2, lifetime_s=0, ipv4="0.0.0.0"), now)
+            assert pba.status == 0
+            expected[m] = now + 10
+        elif i % 3 == 0:
+            pba = send6(new, pbu(m, ts=now, seq=2, lifetime_s=600, ipv4="0.0.0.0"), now)
+            assert pba.status == 0
+            expected[m] = now + 600
+    events(new)
+
+    while expected:
+        due = new.get_timer()
+        assert due == min(expected.values())
+        new.handle_timer(due - 0.001)
+        assert of(events(new), BindingPurged) == []  # nothing before its time
+        new.handle_timer(due)
+        purged = [e.mn_id for e in of(events(new), BindingPurged)]
+        assert sorted(purged) == sorted(m for m, t in expected.items() if t == due)
+        for m in purged:
+            del expected[m]
+    assert new.get_timer() is None and len(new) == 0
+    assert new.pools.get(None).used == 0

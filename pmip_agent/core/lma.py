@@ -130,6 +130,13 @@ def _profile_kind(profile: MnProfile) -> tuple[object, ...]:
 _LMA_SOURCE = str(Ipv4Mode.LMA)
 
 
+_RESTORED = -1  # timer_generation of an entry armed in the restored list (never reached by +1)
+
+
+def _timer_at(entry: BindingCacheEntry) -> float:
+    return entry.timer_at  # type: ignore[return-value]
+
+
 def _seq_newer(new: int, old: int) -> bool:
     """RFC 6275 §9.5.1: greater than ``old`` modulo 2**16."""
     return 0 < (new - old) & 0xFFFF < 0x8000
@@ -150,6 +157,13 @@ class LmaEngine:
         self._cache: dict[bytes, BindingCacheEntry] = {}
         self._by_hoa: dict[IPv4Address, bytes] = {}
         self._timers: list[tuple[float, int, bytes]] = []
+        # Restored entries are armed here instead of in the heap: one list slot each, in
+        # the order of their deadlines (sorted when first needed), not a heap tuple each.
+        # An entry is armed here while its timer_generation is _RESTORED and its deadline
+        # is timer_at; the list is read from _restored_at on.
+        self._restored: list[BindingCacheEntry] = []
+        self._restored_at = 0
+        self._restored_sorted = True
         self._out: list[Transmit] = []
         self._events: deque[Event] = deque()
         self._peers: dict[tuple[IPv6Address, IPv4Address | None, int], Peer] = {}
@@ -192,14 +206,22 @@ class LmaEngine:
 
     def handle_timer(self, now: float) -> None:
         timers = self._timers
-        while timers and timers[0][0] <= now:
-            _, generation, mn_id = heapq.heappop(timers)
-            entry = self._cache.get(mn_id)
-            if entry is None or entry.timer_generation != generation:
-                continue
+        while True:
+            head = self._restored_head()
+            first = None if head is None else head.timer_at
+            if timers and timers[0][0] <= now and (first is None or timers[0][0] <= first):
+                _, generation, mn_id = heapq.heappop(timers)
+                entry = self._cache.get(mn_id)
+                if entry is None or entry.timer_generation != generation:
+                    continue
+            elif head is not None and first <= now:  # type: ignore[operator]
+                self._restored_at += 1
+                entry = head
+            else:
+                return
             if entry.expires_at > now:  # extended since it was armed: arm it again
                 entry.timer_at = entry.expires_at
-                heapq.heappush(timers, (entry.expires_at, generation, mn_id))
+                heapq.heappush(timers, (entry.expires_at, entry.timer_generation, entry.mn_id))
                 continue
             entry.timer_at = None
             if entry.state == ACTIVE:
@@ -218,6 +240,13 @@ class LmaEngine:
     def get_timer(self) -> float | None:
         """The next deadline, or None. Superseded heap entries are dropped on the way."""
         timers = self._timers
+        head = self._restored_head()
+        while head is not None and head.expires_at != head.timer_at:  # extended: to the heap
+            self._restored_at += 1
+            head.timer_at = head.expires_at
+            heapq.heappush(timers, (head.expires_at, head.timer_generation, head.mn_id))
+            head = self._restored_head()
+        first = None if head is None else head.timer_at
         while timers:
             deadline, generation, mn_id = timers[0]
             entry = self._cache.get(mn_id)
@@ -227,7 +256,27 @@ class LmaEngine:
                 entry.timer_at = entry.expires_at
                 heapq.heapreplace(timers, (entry.expires_at, generation, mn_id))
             else:
-                return deadline
+                return deadline if first is None or deadline < first else first
+        return first
+
+    def _restored_head(self) -> BindingCacheEntry | None:
+        """The restored entry armed with the earliest deadline, or None. Entries since
+        re-armed in the heap, replaced or purged are dropped on the way."""
+        restored = self._restored
+        if not restored:
+            return None
+        if not self._restored_sorted:
+            del restored[: self._restored_at]
+            restored.sort(key=_timer_at)
+            self._restored_at, self._restored_sorted = 0, True
+        cache, at = self._cache, self._restored_at
+        while at < len(restored):
+            entry = restored[at]
+            if entry.timer_generation == _RESTORED and cache.get(entry.mn_id) is entry:
+                self._restored_at = at
+                return entry
+            at += 1
+        self._restored, self._restored_at = [], 0  # all consumed: let the list go
         return None
 
     # --- state ------------------------------------------------------------------------
@@ -251,7 +300,7 @@ class LmaEngine:
         lifetime and a BindingUp("restored") each, so the data plane is reinstalled by the
         same events as at registration; lapsed ones are purged."""
         peers: dict[int, Peer] = {}  # id(view.mag) -> ours: the views share their Peers
-        events, cache = self._events, self._cache
+        events, cache, restored = self._events, self._cache, self._restored
         for view in views:
             mag = peers.get(id(view.mag))
             if mag is None:
@@ -263,13 +312,15 @@ class LmaEngine:
                 continue
             cache[entry.mn_id] = entry
             expires_at = entry.expires_at
-            if expires_at > now and entry.state == ACTIVE:
-                events.append(BindingUp(entry.view(), "restored"))
-                self._schedule(entry, expires_at)
-            elif expires_at > now and entry.state == DEREGISTERED:
-                self._schedule(entry, expires_at)
+            if expires_at > now and entry.state in (ACTIVE, DEREGISTERED):
+                if entry.state == ACTIVE:
+                    events.append(BindingUp(entry.view(), "restored"))
+                entry.timer_generation, entry.timer_at = _RESTORED, expires_at
+                restored.append(entry)  # armed: see _restored_head
             else:
                 self._purge(entry)
+        if len(self._restored) > self._restored_at:
+            self._restored_sorted = False
 
     def reconfigure(
         self,
@@ -906,6 +957,7 @@ class LmaEngine:
         heapq.heappush(self._timers, (deadline, entry.timer_generation, entry.mn_id))
         if len(self._timers) > 2 * len(self._cache) + 1024:
             self._timers = []
+            self._restored, self._restored_at = [], 0  # every entry is in the new heap
             for e in self._cache.values():
                 e.timer_at = e.expires_at
                 self._timers.append((e.expires_at, e.timer_generation, e.mn_id))
