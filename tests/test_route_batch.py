@@ -85,10 +85,13 @@ def test_every_failure_is_counted_and_the_rest_installed(ns: str) -> None:
         assert batch.flush() == 3
         assert _routes(ns, "-4") == {str(_v4(i)[0]) for i in range(99) if i not in (10, 50)}
         batch.replace(_v4(1000), None, table=300, kind=7)  # unreachable, in a table > 255
+        batch.replace((IPv6Address("2001:db8:ff::"), 48), None, kind=7)  # and in main
         assert batch.flush() == 0
         assert _routes(ns, "-4", "300") == {"unreachable"}
+        assert _routes(ns, "-6") == {"unreachable"}
         batch.delete(_v4(1000), None, table=300)
+        batch.delete((IPv6Address("2001:db8:ff::"), 48), None)
         assert batch.flush() == 0
-        assert _routes(ns, "-4", "300") == set()
+        assert _routes(ns, "-4", "300") == set() and _routes(ns, "-6") == set()
     finally:
         batch.close()

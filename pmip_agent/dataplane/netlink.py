@@ -48,6 +48,9 @@ _RTMSG = struct.Struct("=BBBBBBBBI")
 _RTA_U32 = struct.Struct("=HHI")
 _RTA_HDR = struct.Struct("=HH")
 _ERRMSG = struct.Struct("=i")
+# A whole route message with RTA_DST and RTA_OIF: nlmsghdr, rtmsg, then the attributes.
+_ROUTE4 = struct.Struct("=IHHIIBBBBBBBBIHH4sHHI")
+_ROUTE6 = struct.Struct("=IHHIIBBBBBBBBIHH16sHHI")
 BATCH = 4096  # messages per sendmsg (about 256 KB); only failures and the last are answered
 _NEW_FLAGS = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE
 _FLAGS = struct.Struct("=H")
@@ -128,6 +131,32 @@ class RouteBatch:
         dst = prefix[0].packed
         v4 = len(dst) == 4
         scope = RT_SCOPE_LINK if v4 and oif is not None and kind == RTN_UNICAST else 0
+        if oif is not None and table < 256:  # a home address or prefix: one pack
+            whole = _ROUTE4 if v4 else _ROUTE6
+            self._buf += whole.pack(
+                whole.size,
+                cmd,
+                flags,
+                seq,
+                0,
+                socket.AF_INET if v4 else socket.AF_INET6,
+                prefix[1],
+                0,
+                0,
+                table,
+                PROTO,
+                scope if cmd == RTM_NEWROUTE else RT_SCOPE_NOWHERE,
+                kind,
+                0,
+                4 + len(dst),
+                RTA_DST,
+                dst,
+                8,
+                RTA_OIF,
+                oif,
+            )
+            self._ends.append(len(self._buf))
+            return
         body = _RTMSG.pack(
             socket.AF_INET if v4 else socket.AF_INET6,
             prefix[1],
