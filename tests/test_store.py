@@ -7,14 +7,18 @@ child process of the crash test.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import stat
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
@@ -620,6 +624,51 @@ def test_committed_bindings_survive_sigkill(tmp_store_dir: Path) -> None:
     newest = max(int(mn.split(b"@")[0][2:]) for mn in loaded) // CRASH_BATCH
     assert confirmed <= newest <= confirmed + 200
     assert loaded == crash_expected(newest)
+
+
+def _rows_in_main_file(path: Path, scratch: Path) -> int | None:
+    """How many bindings the database file holds by itself, without its -wal: what the
+    checkpoints have copied there. None if the copy caught a checkpoint mid-write."""
+    shutil.copyfile(path, scratch)
+    try:
+        with contextlib.closing(sqlite3.connect(scratch)) as db:
+            return int(db.execute("SELECT count(*) FROM bindings").fetchone()[0])
+    except sqlite3.DatabaseError:
+        return None
+    finally:
+        for leftover in (scratch, Path(f"{scratch}-wal"), Path(f"{scratch}-shm")):
+            leftover.unlink(missing_ok=True)
+
+
+def test_checkpoints_run_in_a_thread_of_their_own(tmp_store_dir: Path) -> None:
+    """A commit never runs a WAL checkpoint itself (it would stall the PBAs of its batch
+    for the fsync): the checkpointer thread copies the WAL into the database file once
+    enough rows were written, and close() stops it and ends the WAL."""
+    path = tmp_store_dir / "lma.db"
+    store = LmaStore(path)
+    try:
+        assert store._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        assert any(t.name == "pmip-checkpoint" for t in threading.enumerate())
+        batches = 0
+        while batches * 100 < 2 * 1000:  # past the point where the checkpointer is woken
+            store.apply(BindingUp(view(batches * 100 + i), "created") for i in range(100))
+            batches += 1
+        deadline = time.monotonic() + 10
+        copied = None
+        while time.monotonic() < deadline:
+            copied = _rows_in_main_file(path, tmp_store_dir / "copy.db")
+            if copied is not None and copied >= 1000:
+                break
+            time.sleep(0.05)
+        assert copied is not None and copied >= 1000, copied
+        assert Path(f"{path}-wal").exists()
+    finally:
+        store.close()
+    assert not any(t.name == "pmip-checkpoint" for t in threading.enumerate())
+    assert not Path(f"{path}-wal").exists()
+    with LmaStore(path, background_checkpoints=False) as again:
+        assert len(again.load()) == batches * 100
+        assert again._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
 
 
 # --- end to end: an LMA restart -----------------------------------------------------------

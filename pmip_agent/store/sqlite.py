@@ -12,14 +12,21 @@ sent for a binding that a power cut could forget, pass ``synchronous="FULL"``: e
 then waits for an fsync of the WAL (a few milliseconds on most disks, so batch more packets
 per commit).
 
+Checkpoints (copying the WAL into the database file, with its fsync) run in a thread of the
+store's own, on a connection of their own, woken every thousand rows or so: a commit does
+not wait for one, so a batch of PBAs is never held up by it. They are passive (never wait
+for the writer); a WAL that still grows past 256 MiB is checkpointed by the writer itself.
+
 Both stores are used from one thread at a time (they may be handed to a worker thread).
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -41,6 +48,9 @@ __all__ = ["SCHEMA_VERSION", "LmaStore", "MagStore", "StoreError"]
 SCHEMA_VERSION = 1
 _SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
 _WAL_SIZE_LIMIT = 64 << 20  # truncate the -wal file back to this after a checkpoint
+_CHECKPOINT_EVERY = 1000  # rows written between two background checkpoints (about pages)
+_WAL_HARD_LIMIT = 256 << 20  # a -wal file this big is checkpointed by the writer itself
+log = logging.getLogger("pmip.store")
 
 
 class StoreError(Exception):
@@ -85,6 +95,43 @@ def _prepare_path(path: Path) -> None:
         os.close(fd)
 
 
+class _Checkpointer:
+    """A thread that runs passive WAL checkpoints on a connection of its own when woken.
+    Passive: it copies what it can without waiting for, or blocking, the writer."""
+
+    def __init__(self, path: Path, busy_timeout_s: float) -> None:
+        self.path = path
+        self._db = sqlite3.connect(
+            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="pmip-checkpoint", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                if self._stopping:
+                    return
+                try:
+                    self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:
+                    log.warning("%s: checkpoint failed: %s", self.path, exc)
+        finally:
+            self._db.close()
+
+
 class _SqliteStore:
     KIND: ClassVar[str]
     TABLE: ClassVar[str]
@@ -92,11 +139,19 @@ class _SqliteStore:
     SCHEMA: ClassVar[str]
 
     def __init__(
-        self, path: Path | str, *, synchronous: str = "NORMAL", busy_timeout_s: float = 5.0
+        self,
+        path: Path | str,
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout_s: float = 5.0,
+        background_checkpoints: bool = True,
     ) -> None:
         """Open (creating when missing) the store at ``path``. ``synchronous`` is "NORMAL"
         (durable across process crashes, see the module notes) or "FULL"/"EXTRA" (also
-        across power loss). Raises StoreError when the file is unusable."""
+        across power loss). ``background_checkpoints``: WAL checkpoints run in a thread
+        of their own, on a connection of their own, instead of inside the commit that
+        crosses SQLite's autocheckpoint mark. Raises StoreError when the file is
+        unusable."""
         self.path = Path(path)
         level = synchronous.upper()
         if level not in _SYNCHRONOUS:
@@ -126,6 +181,14 @@ class _SqliteStore:
             db.close()
             self._db = None
             raise StoreError(self.path, "not a usable pmip-agent database", exc) from exc
+        self._written = 0  # rows written since the checkpointer was last woken
+        self._checkpointer: _Checkpointer | None = None
+        if background_checkpoints:
+            # A checkpoint copies the WAL into the database and fsyncs it: milliseconds
+            # that a commit would otherwise spend when it crosses the autocheckpoint mark,
+            # with the PBAs of its batch (and the event loop) waiting.
+            db.execute("PRAGMA wal_autocheckpoint=0")
+            self._checkpointer = _Checkpointer(self.path, busy_timeout_s)
 
     # --- opening ----------------------------------------------------------------------
 
@@ -182,8 +245,9 @@ class _SqliteStore:
             raise StoreError(self.path, "the store is closed")
         return self._db
 
-    def _transaction(self, work: Callable[[sqlite3.Connection], None]) -> None:
-        """Run ``work`` in one write transaction, committed before returning."""
+    def _transaction(self, work: Callable[[sqlite3.Connection], None], rows: int = 1) -> None:
+        """Run ``work`` (``rows`` rows written) in one write transaction, committed before
+        returning."""
         db = self._conn()
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -196,6 +260,26 @@ class _SqliteStore:
                 raise
         except (sqlite3.Error, OverflowError) as exc:
             raise StoreError(self.path, "write failed, nothing was stored", exc) from exc
+        if self._checkpointer is not None:
+            self._written += rows
+            if self._written >= _CHECKPOINT_EVERY:
+                self._written = 0
+                self._checkpointer.wake()
+                self._bound_wal(db)
+
+    def _bound_wal(self, db: sqlite3.Connection) -> None:
+        """The safety net of background checkpoints: a passive checkpoint cannot end the
+        WAL while commits keep coming, so past a hard limit the writer checkpoints (and
+        truncates) it itself."""
+        try:
+            size = os.stat(f"{self.path}-wal").st_size
+        except OSError:
+            return
+        if size > _WAL_HARD_LIMIT:
+            try:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.Error as exc:
+                log.warning("%s: checkpoint failed: %s", self.path, exc)
 
     def _select(self) -> sqlite3.Cursor:
         try:
@@ -205,6 +289,9 @@ class _SqliteStore:
 
     def close(self) -> None:
         """Close the database (the last close checkpoints and removes the -wal file)."""
+        if self._checkpointer is not None:
+            self._checkpointer.stop()  # before the last close, which checkpoints
+            self._checkpointer = None
         db, self._db = self._db, None
         if db is not None:
             try:
@@ -315,7 +402,7 @@ class LmaStore(_SqliteStore):
             if gone:
                 db.executemany("DELETE FROM bindings WHERE mn_id = ?", gone)
 
-        self._transaction(work)
+        self._transaction(work, len(rows) + len(gone))
         return count
 
 
@@ -375,4 +462,4 @@ class MagStore(_SqliteStore):
                 (sequence & 0xFFFF,),
             )
 
-        self._transaction(work)
+        self._transaction(work, len(rows) + len(gone) + 1)
