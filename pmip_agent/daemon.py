@@ -435,6 +435,8 @@ class LmaService(Service):
                             dataplane.observe(event)
                     else:
                         later.append(event)
+                if dataplane is not None:
+                    dataplane.push()  # this batch's routes, while the next one decodes
         finally:
             if gc_was_enabled:
                 gc.enable()

@@ -5,6 +5,7 @@ every failure still seen (the kernel answers an error whatever the flags)."""
 from __future__ import annotations
 
 import socket
+import threading
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv6Address
 
@@ -95,3 +96,29 @@ def test_every_failure_is_counted_and_the_rest_installed(ns: str) -> None:
         assert _routes(ns, "-4", "300") == set() and _routes(ns, "-6") == set()
     finally:
         batch.close()
+
+
+def test_background_rounds_keep_the_order_and_report_failures(ns: str) -> None:
+    """flush_in_background hands the queue to a thread and returns; what is queued after
+    it (here: deletes of the same routes, and a bad one) is sent only once that round is
+    done, and the round's failures come with the next flush."""
+    with in_netns(ns):
+        oif = socket.if_nametoindex("va")
+        batch = RouteBatch()
+    try:
+        for i in range(2 * BATCH + 3):
+            batch.replace(_v4(i), 99999 if i == 7 else oif)
+        batch.flush_in_background()
+        assert batch.pending == 0  # handed over
+        for i in range(BATCH):  # deletes queued while the adds may still be going out
+            batch.delete(_v4(i), oif)
+        batch.flush_in_background()
+        batch.replace(_v6(1), oif)
+        assert batch.flush() == 1  # the bad interface of the first round
+        assert _routes(ns, "-4") == {str(_v4(i)[0]) for i in range(BATCH, 2 * BATCH + 3)}
+        assert len(_routes(ns, "-6")) == 1
+        batch.replace(_v4(0), 99999)
+        batch.flush_in_background()
+    finally:
+        batch.close()  # waits for the last round: its failure is logged, not lost in a thread
+    assert not any(t.name.startswith("pmip-routes") for t in threading.enumerate())

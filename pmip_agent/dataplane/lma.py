@@ -194,6 +194,14 @@ class LmaDataPlane:
             self._tunnel_memo.clear()  # it may name this key
             self._backend.remove_tunnel(tunnel)
 
+    def push(self) -> None:
+        """Start sending the queued route changes without waiting for them (a restart,
+        between two batches of restored bindings). A backend that cannot leaves them
+        for its next flush."""
+        send = getattr(self._backend, "flush_in_background", None)
+        if send is not None:
+            send()
+
     def _flush_soon(self) -> None:
         if not self._flush_pending:
             self._flush_pending = True

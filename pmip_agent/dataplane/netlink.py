@@ -18,7 +18,7 @@ import socket
 import struct
 from array import array
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from pathlib import Path
@@ -107,6 +107,8 @@ class RouteBatch:
         self._ends = array("Q")  # where each queued message ends in _buf
         self._done = 0  # messages of _ends already sent
         self._seq = 0
+        self._worker: ThreadPoolExecutor | None = None  # flush_in_background's thread
+        self._sending: list[Future[int]] = []
 
     def replace(
         self,
@@ -184,15 +186,46 @@ class RouteBatch:
 
     def flush(self, limit: int | None = None) -> int:
         """Send what is queued, at most ``limit`` changes (the rest stays queued, so a
-        caller can yield between rounds); returns the number of failures (each logged).
-        A delete of a route that is already gone is not a failure."""
-        failures = 0
-        ends, buf = self._ends, self._buf
+        caller can yield between rounds); returns the number of failures (each logged),
+        those of earlier ``flush_in_background`` rounds included. A delete of a route that
+        is already gone is not a failure."""
+        failures = self._settle()
+        ends = self._ends
         stop = len(ends) if limit is None else min(len(ends), self._done + limit)
+        try:
+            failures += self._send(self._buf, ends, self._done, stop, own=True)
+        finally:
+            if self._done == len(ends):  # all sent: give the memory back
+                self._buf, self._ends, self._done = bytearray(), array("Q"), 0
+        return failures
+
+    def flush_in_background(self) -> None:
+        """Hand all that is queued to a thread of its own and return at once: a restart
+        decodes its next bindings while the kernel adds the routes of the last ones (the
+        kernel's work happens inside the send, without the GIL). The next ``flush`` or
+        ``close`` waits for it first, so changes keep their order."""
+        if not self.pending:
+            return
+        job = (self._buf, self._ends, self._done, len(self._ends))
+        self._buf, self._ends, self._done = bytearray(), array("Q"), 0
+        if self._worker is None:
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="pmip-routes")
+        self._sending.append(self._worker.submit(self._send, *job))
+
+    def _settle(self) -> int:
+        """Wait for the background rounds; their failures."""
+        sending, self._sending = self._sending, []
+        return sum(round_.result() for round_ in sending)
+
+    def _send(
+        self, buf: bytearray, ends: array[int], first: int, stop: int, own: bool = False
+    ) -> int:
+        """Send messages ``first``..``stop``-1 of ``buf``, a chunk per sendmsg. ``own``:
+        they are the queue's, whose progress is kept as chunks go out."""
+        failures = 0
         view = memoryview(buf)
         try:
-            while self._done < stop:
-                first = self._done
+            while first < stop:
                 last = min(stop, first + BATCH) - 1
                 begin = ends[first - 1] if first else 0
                 end = ends[last]
@@ -201,12 +234,12 @@ class RouteBatch:
                 flags = _FLAGS.unpack_from(buf, at)[0]
                 _FLAGS.pack_into(buf, at, flags | NLM_F_ACK)
                 self.sock.send(view[begin:end])
-                self._done = last + 1
+                first = last + 1
+                if own:
+                    self._done = first
                 failures += self._replies(_NLMSGHDR.unpack_from(buf, at - 6)[3])
         finally:
             view.release()
-            if self._done == len(ends):  # all sent: give the memory back
-                self._buf, self._ends, self._done = bytearray(), array("Q"), 0
         return failures
 
     def _replies(self, last_seq: int) -> int:
@@ -231,6 +264,10 @@ class RouteBatch:
                 off += (length + 3) & ~3
 
     def close(self) -> None:
+        if self._worker is not None:
+            with contextlib.suppress(Exception):
+                self._settle()
+            self._worker.shutdown()
         self.sock.close()
 
 

@@ -138,6 +138,9 @@ class UserspaceBackend:
         self.routes.flush(limit=ROUTES_PER_FLUSH)
         return bool(self.routes.pending)
 
+    def flush_in_background(self) -> None:
+        self.routes.flush_in_background()
+
     def close(self) -> None:
         self.forwarder.stop()
         log.info("data plane stopped: %s", self.forwarder.stats())
