@@ -251,6 +251,8 @@ def protection(frame: bytes) -> str | None:
     ethertype = int.from_bytes(frame[12:14])
     if ethertype == 0x86DD and len(frame) >= 54:
         proto, at = frame[20], 54
+        if proto == 0 and len(frame) >= 56:  # hop-by-hop options first (MLD reports)
+            proto, at = frame[54], 54 + (frame[55] + 1) * 8
     elif ethertype == 0x0800 and len(frame) >= 34:
         proto, at = frame[23], 14 + (frame[14] & 0x0F) * 4
     else:

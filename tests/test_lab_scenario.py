@@ -27,7 +27,14 @@ from typing import Any
 import pytest
 from netns import Lab
 from scapy.layers.inet import ICMP, IP, UDP
-from scapy.layers.inet6 import MIP6MH_BU, ICMPv6ND_NS, IPv6
+from scapy.layers.inet6 import (
+    MIP6MH_BU,
+    ICMPv6MLReport2,
+    ICMPv6ND_NS,
+    IPv6,
+    IPv6ExtHdrHopByHop,
+    RouterAlert,
+)
 from scapy.layers.ipsec import ESP
 from scapy.layers.l2 import ARP, Ether
 
@@ -242,6 +249,8 @@ def test_the_wire_check_tells_protected_from_clear() -> None:
     assert traffic.protection(bytes(v4 / UDP(sport=53, dport=53) / bytes(20))) == "other"
     assert traffic.protection(bytes(v6 / IP() / ICMP())) == "other"  # a clear tunnel packet
     assert traffic.protection(bytes(v6 / ICMPv6ND_NS())) == "icmpv6"
+    mld = v6 / IPv6ExtHdrHopByHop(options=[RouterAlert()]) / ICMPv6MLReport2()
+    assert traffic.protection(bytes(mld)) == "icmpv6"
     assert traffic.protection(bytes(Ether() / ARP())) is None
     # A protected uplink: the MN's traffic only inside ESP, no signalling in the clear.
     assert figure1.wire_matches({"packets": {"esp": 12}}, "ipv6", protected=True)
