@@ -53,6 +53,9 @@ class RecordingBackend:
         self.calls.append(("flush", None))
         return False
 
+    def flush_in_background(self) -> None:
+        self.calls.append(("flush", None))
+
     def close(self) -> None:
         pass
 

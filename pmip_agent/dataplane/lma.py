@@ -196,11 +196,8 @@ class LmaDataPlane:
 
     def push(self) -> None:
         """Start sending the queued route changes without waiting for them (a restart,
-        between two batches of restored bindings). A backend that cannot leaves them
-        for its next flush."""
-        send = getattr(self._backend, "flush_in_background", None)
-        if send is not None:
-            send()
+        between two batches of restored bindings)."""
+        self._backend.flush_in_background()
 
     def _flush_soon(self) -> None:
         if not self._flush_pending:

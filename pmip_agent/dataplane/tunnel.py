@@ -82,4 +82,10 @@ class TunnelBackend(Protocol):
         still queued and another call should follow."""
         ...
 
+    def flush_in_background(self) -> None:
+        """Start applying what is queued without waiting for it (a restart, between two
+        batches of restored bindings); the next ``flush`` or ``close`` waits for it. A
+        backend that applies its calls at once does nothing here."""
+        ...
+
     def close(self) -> None: ...
