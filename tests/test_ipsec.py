@@ -212,18 +212,24 @@ def lab():
     lab.close()
 
 
-def test_signalling_only_under_ipsec(lab: Lab, tmp_path: Path) -> None:
-    figures: dict[str, Any] = {"loadavg_before": os.getloadavg()}
-    ns_lma, ns_mag, ns_mn, ns_rog = lab.ns("lma"), lab.ns("mag"), lab.ns("mn"), lab.ns("rog")
+def mag_and_rogue_links(lab: Lab, ns_lma: str, ns_mag: str, ns_rog: str) -> None:
+    """The MAG on the LMA's tr0 (the MAG-LMA link), a rogue namespace on its tr1, routed
+    to the MAG-LMA prefix."""
     lab.link(ns_mag, "tr0", ns_lma, "tr0")
     lab.addr(ns_lma, "tr0", f"{LMAA}/64")
     lab.addr(ns_mag, "tr0", f"{MAG}/64")
     lab.link(ns_rog, "tr0", ns_lma, "tr1")
     lab.addr(ns_lma, "tr1", f"{LMA_ROGUE_SIDE}/64")
     lab.addr(ns_rog, "tr0", f"{ROGUE}/64")
+    lab.run(ns_rog, f"ip -6 route add 2001:db8:f::/64 via {LMA_ROGUE_SIDE}")
+
+
+def test_signalling_only_under_ipsec(lab: Lab, tmp_path: Path) -> None:
+    figures: dict[str, Any] = {"loadavg_before": os.getloadavg()}
+    ns_lma, ns_mag, ns_mn, ns_rog = lab.ns("lma"), lab.ns("mag"), lab.ns("mn"), lab.ns("rog")
+    mag_and_rogue_links(lab, ns_lma, ns_mag, ns_rog)
     # The second rogue claims the real MAG's address; it reaches the LMA over its own link.
     lab.addr(ns_rog, "lo", f"{MAG}/128")
-    lab.run(ns_rog, f"ip -6 route add 2001:db8:f::/64 via {LMA_ROGUE_SIDE}")
     for i in (1, 2):
         lab.link(ns_mn, f"eth{i}", ns_mag, f"acc{i}")
         lab.run(ns_mn, f"ip link set eth{i} down")
@@ -506,13 +512,7 @@ def test_exempt_peers_signal_without_an_sa(lab: Lab, tmp_path: Path) -> None:
     names its LMA as exempt signals to it at once, and the LMA processes the PBUs from
     that MAG's address; a MAG from any other address is still dropped and counted."""
     ns_lma, ns_mag, ns_mn, ns_rog = lab.ns("lma"), lab.ns("mag"), lab.ns("mn"), lab.ns("rog")
-    lab.link(ns_mag, "tr0", ns_lma, "tr0")
-    lab.addr(ns_lma, "tr0", f"{LMAA}/64")
-    lab.addr(ns_mag, "tr0", f"{MAG}/64")
-    lab.link(ns_rog, "tr0", ns_lma, "tr1")
-    lab.addr(ns_lma, "tr1", f"{LMA_ROGUE_SIDE}/64")
-    lab.addr(ns_rog, "tr0", f"{ROGUE}/64")
-    lab.run(ns_rog, f"ip -6 route add 2001:db8:f::/64 via {LMA_ROGUE_SIDE}")
+    mag_and_rogue_links(lab, ns_lma, ns_mag, ns_rog)
     lab.link(ns_mn, "eth1", ns_mag, "acc1")
     lab.link(ns_rog, "acc1", ns_rog, "rmn1")
     absent = str(tmp_path / "absent.vici")
