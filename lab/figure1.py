@@ -326,8 +326,11 @@ def signalling_verdict(mag: str, wire: dict[str, Any]) -> bool:
 
 
 def installed_child_sas(host: str) -> list[str]:
-    """The INSTALLED child SAs of ``host``'s charon, read through its vici socket."""
+    """The INSTALLED child SAs of ``host``'s charon ("ike/child"), read through its vici
+    socket and listed as the agents list them (pmip_agent.net.ipsec)."""
     import vici
+
+    from pmip_agent.net.ipsec import table_from_sas
 
     sock = socket.socket(socket.AF_UNIX)
     sock.settimeout(5)
@@ -338,13 +341,7 @@ def installed_child_sas(host: str) -> list[str]:
         return []
     finally:
         sock.close()
-    return sorted(
-        f"{name}/{child['name'].decode()}"
-        for message in sas
-        for name, ike in message.items()
-        for child in (ike.get("child-sas") or {}).values()
-        if child.get("state") == b"INSTALLED"
-    )
+    return list(table_from_sas(sas, None, False).peers)
 
 
 def global_ipv6(mn: str) -> str | None:
