@@ -16,9 +16,9 @@ serves MAG1's relay and, on a link of its own, a directly connected client.
   PBU/PBA round trip and the LMA's commit before its PBA are inside the measured time;
   MAG1 commits, logs and sets up the tunnel after its reply (``MagService.flush``).
 * **flow3-relay** (seed Figure 3): the MN on MAG1's access link, profile
-  ``ipv4.mode: dhcp-server``. MAG1 relays to Kea (giaddr, option 82); Kea's OFFER is held
-  until the LMA has anchored the address (PBU/PBA), then passed on; REQUEST and ACK are
-  relayed through Kea.
+  ``ipv4.mode: dhcp-server``. MAG1 relays to Kea (giaddr, option 82); Kea's OFFER goes on
+  to the MN while MAG1 reports the address in a PBU (seed §3.1, "meanwhile"); REQUEST and
+  ACK are relayed through Kea, and the ACK waits for the PBA if it has not come yet.
 * **direct-kea** (baseline): an MN on a veth straight to Kea's namespace; Kea serves it
   from a subnet bound to that interface. No MAG, no relay, no LMA.
 
@@ -480,12 +480,13 @@ SEGMENTS: dict[str, list[tuple[str, tuple[str, bool, str], tuple[str, bool, str]
         ("MAG: DISCOVER in -> relayed", ("acc1", False, "DISCOVER"), ("k0", True, "DISCOVER")),
         ("Kea: DISCOVER -> OFFER", ("k0", True, "DISCOVER"), ("k0", False, "OFFER")),
         ("MAG: OFFER in -> PBU out", ("k0", False, "OFFER"), ("tr0", True, "PBU")),
+        ("MAG: OFFER in -> OFFER out", ("k0", False, "OFFER"), ("acc1", True, "OFFER")),
         ("LMA: PBU out -> PBA in", ("tr0", True, "PBU"), ("tr0", False, "PBA")),
-        ("MAG: PBA in -> OFFER out", ("tr0", False, "PBA"), ("acc1", True, "OFFER")),
         ("MN: OFFER out -> REQUEST in", ("acc1", True, "OFFER"), ("acc1", False, "REQUEST")),
         ("MAG: REQUEST in -> relayed", ("acc1", False, "REQUEST"), ("k0", True, "REQUEST")),
         ("Kea: REQUEST -> ACK", ("k0", True, "REQUEST"), ("k0", False, "ACK")),
-        ("MAG: ACK in -> ACK out", ("k0", False, "ACK"), ("acc1", True, "ACK")),
+        ("MAG: ACK in -> ACK out (waits for the PBA)", ("k0", False, "ACK"), ("acc1", True, "ACK")),
+        ("PBA in -> ACK in (<0: PBA late)", ("tr0", False, "PBA"), ("k0", False, "ACK")),
         ("MAG view: DISCOVER in -> ACK out", ("acc1", False, "DISCOVER"), ("acc1", True, "ACK")),
     ],
     "direct-kea": [

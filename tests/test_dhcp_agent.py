@@ -179,11 +179,12 @@ class Rig:
         return ack
 
     def attach_relayed(self, mn_id: bytes = MN_DHCP, hoa: IPv4Address = KEA_HOA) -> DhcpMessage:
-        """The whole Figure 3 exchange with ``hoa`` offered by the server; returns the ACK."""
+        """The whole Figure 3 exchange with ``hoa`` offered by the server, the PBA in before
+        the server's ACK; returns the ACK."""
         [relayed] = to_server(self.from_mn(mn_id, discover(mn_id)))
-        assert self.from_server(server_reply(relayed, "offer", hoa)) == []
-        [offer] = to_mn(self.pump()[1])
+        [offer] = to_mn(self.from_server(server_reply(relayed, "offer", hoa)))
         [relayed] = to_server(self.from_mn(mn_id, selecting(mn_id, offer)))
+        assert self.pump()[1] == []
         [ack] = to_mn(self.from_server(server_reply(relayed, "ack", hoa)))
         assert ack.message_type == ACK and ack.yiaddr == hoa
         return ack
@@ -611,33 +612,37 @@ def test_relayed_discover_carries_giaddr_hops_and_option_82() -> None:
     assert result.pbus == []  # dhcp-server mode: no PBU before the server has answered
 
 
-def test_server_offer_is_held_until_the_lma_grants_it() -> None:
-    """Seed Figure 3: the server's OFFER (step 2) is not passed on; the MAG reports the
-    offered address in a PBU (step 3, IPv4 HoA Request with the server's mask length), and
-    only once the PBA grants it (step 4) is the OFFER relayed to the MN (step 6),
-    WITHOUT option 82 (RFC 3046 §2.1.1: the relay removes it). REQUEST and ACK are relayed
-    the same way (steps 7-8), the ACK passed on at once since the address is anchored."""
+def test_server_offer_goes_on_while_the_pbu_does_and_the_ack_waits_for_the_pba() -> None:
+    """Seed §3.1 and Figure 3: the MAG passes the server's OFFER on to the MN (step 6)
+    "meanwhile" it reports the offered address in a PBU (step 3, IPv4 HoA Request with the
+    server's mask length). The OFFER loses option 82 (RFC 3046 §2.1.1: the relay removes
+    it). The MN's REQUEST is relayed (step 7); the server's ACK (step 8) is held until the
+    PBA anchors the address (step 4), then passed on; later ACKs go on at once."""
     r = rig()
     [relayed] = to_server(r.from_mn(MN_DHCP, discover(MN_DHCP)))
-    assert r.from_server(server_reply(relayed, "offer", KEA_HOA)) == []
-    engine = r.sites["mag1"].engine
-    assert engine.entry(MN_DHCP).state == "registering"  # type: ignore[union-attr]
-    result, out = r.pump()
-    assert [p.find(Ipv4HoaRequest) for p in result.pbus] == [Ipv4HoaRequest(KEA_HOA, 16)]
-    binding = r.lma.binding(MN_DHCP)
-    assert binding is not None and binding.ipv4_hoa == KEA_HOA
-    assert binding.ipv4_source == "dhcp-server"
-    [offer] = to_mn(out)
+    [offer] = to_mn(r.from_server(server_reply(relayed, "offer", KEA_HOA)))
     assert offer.message_type == OFFER and offer.yiaddr == KEA_HOA
     assert offer.relay_agent_info is None
     assert b"mag1:acc1" not in offer.raw
     assert offer.server_id == KEA and offer.subnet_mask == MASK_16
     assert offer.giaddr == RELAY_ADDR  # RFC 2131 §4.1: giaddr left as the server set it
+    engine = r.sites["mag1"].engine
+    assert engine.entry(MN_DHCP).state == "registering"  # type: ignore[union-attr]
     [relayed_req] = to_server(r.from_mn(MN_DHCP, selecting(MN_DHCP, offer)))
     assert relayed_req.message_type == codec.REQUEST and relayed_req.giaddr == RELAY_ADDR
     assert relayed_req.relay_agent_info == relayed.relay_agent_info
-    [ack] = to_mn(r.from_server(server_reply(relayed_req, "ack", KEA_HOA)))
+    assert r.from_server(server_reply(relayed_req, "ack", KEA_HOA)) == []  # no PBA yet
+    result, out = r.pump()
+    assert [p.find(Ipv4HoaRequest) for p in result.pbus] == [Ipv4HoaRequest(KEA_HOA, 16)]
+    binding = r.lma.binding(MN_DHCP)
+    assert binding is not None and binding.ipv4_hoa == KEA_HOA
+    assert binding.ipv4_source == "dhcp-server"
+    [ack] = to_mn(out)
     assert ack.message_type == ACK and ack.yiaddr == KEA_HOA and ack.relay_agent_info is None
+    r.later()
+    [renew] = to_server(r.from_mn(MN_DHCP, client_msg(MN_DHCP, "request", ciaddr=KEA_HOA)))
+    [ack] = to_mn(r.from_server(server_reply(renew, "ack", KEA_HOA)))
+    assert ack.message_type == ACK and ack.yiaddr == KEA_HOA
     result, later = r.pump()
     assert result.pbus == [] and later == []
 
@@ -648,21 +653,31 @@ def test_server_reply_without_option_82_is_matched_by_xid() -> None:
     r = rig()
     [relayed] = to_server(r.from_mn(MN_DHCP, discover(MN_DHCP)))
     reply = server_reply(relayed, "offer", KEA_HOA, echo_relay_info=False)
-    assert r.from_server(reply) == []
-    [offer] = to_mn(r.pump()[1])
-    assert offer.yiaddr == KEA_HOA
+    [offer] = to_mn(r.from_server(reply))
+    assert offer.yiaddr == KEA_HOA and offer.xid == relayed.xid
+    result, _ = r.pump()
+    assert [p.find(Ipv4HoaRequest) for p in result.pbus] == [Ipv4HoaRequest(KEA_HOA, 16)]
 
 
-def test_lma_refusal_means_the_offer_is_never_passed_on() -> None:
+@pytest.mark.parametrize("pba_first", [True, False], ids=["pba-before-ack", "ack-before-pba"])
+def test_lma_refusal_means_the_ack_is_never_passed_on(pba_first: bool) -> None:
     """Seed §6 and §3.4: the LMA anchors a DHCP-assigned HoA only inside the MN's
-    authorized prefix (RFC 5844 status 171 outside it). The held OFFER is dropped, and
-    neither the MN's retransmitted DISCOVER nor the MAG's later retry (after
-    retry_after_failure_s) ever lets an OFFER for that address through."""
+    authorized prefix (RFC 5844 status 171 outside it). The first OFFER went on while the
+    PBU was out, but the server's ACK is never passed on, whether it comes before or after
+    the refusal, so the MN never configures the address. Once refused, neither the MN's
+    next DISCOVER nor the MAG's later retry (after retry_after_failure_s) lets an OFFER or
+    an ACK for that address through."""
     r = rig()
     outside = IPv4Address("10.99.0.7")
     [relayed] = to_server(r.from_mn(MN_DHCP, discover(MN_DHCP)))
-    assert r.from_server(server_reply(relayed, "offer", outside)) == []
-    result, out = r.pump()
+    [offer] = to_mn(r.from_server(server_reply(relayed, "offer", outside)))
+    [relayed] = to_server(r.from_mn(MN_DHCP, selecting(MN_DHCP, offer)))
+    if pba_first:
+        result, out = r.pump()
+        assert r.from_server(server_reply(relayed, "ack", outside)) == []
+    else:
+        assert r.from_server(server_reply(relayed, "ack", outside)) == []
+        result, out = r.pump()
     assert out == []
     assert [p.status for p in result.pbas] == [Status.NOT_AUTHORIZED_FOR_IPV4_HOME_ADDRESS]
     assert of(result.mag_events, Ipv4Denied)
@@ -788,11 +803,11 @@ def test_exchange_open_from_offer_to_ack() -> None:
     [ack] = to_mn(r.exchange(MN_LMA, selecting(MN_LMA, offer)))
     assert ack.message_type == ACK and not agent.exchange_open(r.now, 0.05)
     [relayed] = to_server(r.from_mn(MN_DHCP, discover(MN_DHCP)))
-    assert r.from_server(server_reply(relayed, "offer", KEA_HOA)) == []
-    assert not agent.exchange_open(r.now, 0.05)  # held for the PBA: not offered yet
-    [offer] = to_mn(r.pump()[1])
+    assert not agent.exchange_open(r.now, 0.05)  # the server has not offered yet
+    [offer] = to_mn(r.from_server(server_reply(relayed, "offer", KEA_HOA)))
     assert agent.exchange_open(r.now, 0.05)
     [relayed] = to_server(r.from_mn(MN_DHCP, selecting(MN_DHCP, offer)))
     assert agent.exchange_open(r.now, 0.05)
+    assert r.pump()[1] == []
     [ack] = to_mn(r.from_server(server_reply(relayed, "ack", KEA_HOA)))
     assert ack.message_type == ACK and not agent.exchange_open(r.now, 0.05)

@@ -74,8 +74,8 @@ def test_dhcp_server_flow_through_relay(dhcp_lab: DhcpLab) -> None:
 
 def test_lma_refuses_address_outside_authorized_prefix(dhcp_lab: DhcpLab) -> None:
     """Seed §6: the LMA anchors a DHCP-assigned HoA only inside the MN's authorized prefix.
-    Kea offers 10.50.0.x, the LMA has this MN on 10.60.0.0/24: refused, the OFFER is not
-    passed on, and the MN gets no IPv4 service."""
+    Kea offers 10.50.0.x, the LMA has this MN on 10.60.0.0/24: refused, Kea's ACK is not
+    passed on (the OFFER went on while the PBU was out), and the MN gets no lease."""
     mn = "wrongprefix@example.net"
     ns = dhcp_lab.attach_mn(mn)
     with pytest.raises(AssertionError, match="udhcpc lease"):

@@ -7,8 +7,13 @@ is the MAG engine's job; this class only decides what to tell the MN, and when:
 - server (static and lma modes): DISCOVER waits for the PBA, then OFFER carries the HoA,
   a mask from the prefix length and the default router from the PBA (Figure 2, steps 3-5);
 - relay (dhcp-server mode): the MN's messages go to the DHCP servers with giaddr and
-  option 82; the server's OFFER is held until the LMA has anchored the address it offers
-  (Figure 3, steps 2-6), and never passed on if the LMA refuses it.
+  option 82. The server's OFFER goes on to the MN while the PBU reports the address it
+  offers (seed §3.1: the MAG "sends that information to the mobile node by DHCP offer
+  message. Meanwhile, it notifies the assigned IPv4 home address ... in a proxy binding
+  update"); the server's ACK is held until the LMA has anchored that address (Figure 3,
+  steps 3-4 and 8), and never passed on if the LMA refuses it. So an MN never configures
+  an address the LMA has not anchored (seed §3.4), and the LMA's round trip overlaps the
+  MN's REQUEST instead of delaying the OFFER.
 """
 
 from __future__ import annotations
@@ -260,10 +265,21 @@ class DhcpAgent:
             and msg.yiaddr != IPv4Address(0)
             and (grant is None or grant.hoa != msg.yiaddr)
         ):
-            # Figure 3 steps 2-4: report the offered address in a PBU, hold the reply.
-            client.held_reply = msg
+            # Figure 3 step 3: report the address in a PBU (once: the engine ignores the
+            # same address again while it registers it or backs off after a refusal).
             plen = _prefix_len(msg.subnet_mask)
             self.engine.learn_ipv4(client.mn_id, msg.yiaddr, plen, now)
+            if client.mn_id in self.denied:
+                log.warning(
+                    "LMA refused an address for %s: the server's %s of %s is not passed on",
+                    _name(client.mn_id),
+                    msg.name,
+                    msg.yiaddr,
+                )
+            elif kind == OFFER:
+                self._pass_to_client(client, msg)  # "meanwhile" (seed §3.1)
+                return
+            client.held_reply = msg  # until the PBA grants it (Figure 3, step 4)
             return
         self._pass_to_client(client, msg)
 
