@@ -89,8 +89,9 @@ class BindingView(NamedTuple):
 @dataclass(frozen=True, slots=True)
 class BindingUp:
     """A binding was accepted. ``change`` is "created", "moved" (handover: route it via the
-    new MAG in one step), "updated" (addresses or encapsulation changed), "refreshed" or
-    "restored" (reloaded from the store after a restart)."""
+    new MAG in one step), "updated" (anything else about the binding changed),
+    "refreshed" (only its lifetime, expiry and replay state: the last sequence number and
+    timestamp) or "restored" (reloaded from the store after a restart)."""
 
     binding: BindingView
     change: str

@@ -522,10 +522,18 @@ class LmaEngine:
                 or entry.ipv4_hoa != hoa
                 or entry.hnps != hnps
                 or entry.encapsulation is not encapsulation
+                or entry.nat != nat
+                or entry.ipv4_prefix_len != plen
+                or entry.ipv4_default_router != router
+                or entry.ipv4_source != source
+                or entry.ipv4_pool != pool_name
+                or entry.wire_profile != pbu.profile
+                or entry.access_tech != pbu.att.value  # type: ignore[union-attr]
+                or (pbu.llid is not None and entry.link_layer_id != pbu.llid.identifier)
             ):
                 change = "updated"
             else:
-                change = "refreshed"
+                change = "refreshed"  # only the lifetime, the expiry and the replay state
             self._release_unused(entry, hoa, hnps)
             entry.mag, entry.encapsulation, entry.nat = peer, encapsulation, nat
             entry.ipv4_hoa, entry.ipv4_prefix_len, entry.ipv4_default_router = hoa, plen, router
@@ -670,7 +678,7 @@ class LmaEngine:
             or template.generation != self._generation
             or entry.state != ACTIVE
             or entry.mag.v4 is not None
-            or entry.mag.v6 != src
+            or (entry.mag.v6 is not src and entry.mag.v6 != src)  # mostly the same object
         ):
             return False
         shape = template.shape
