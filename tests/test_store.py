@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import sqlite3
@@ -58,6 +59,7 @@ from pmip_agent.store import (
     bul_to_json,
     bul_to_row,
 )
+from pmip_agent.store.journal import BindingJournal, journal_paths
 from pmip_agent.store.serialize import hnps_from_text, hnps_to_text
 from pmip_agent.wire import (
     AccessTechTypeOption,
@@ -442,10 +444,15 @@ def test_file_and_directory_modes(tmp_store_dir: Path) -> None:
         path = tmp_store_dir / "state" / "pmip" / "lma.db"
         with LmaStore(path) as store:
             store.apply([BindingUp(view(1), "created")])
-            wal = Path(f"{path}-wal")
-            assert wal.exists()
-            for f in (path, wal, Path(f"{path}-shm")):
-                assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+            files = [path, *journal_paths(path)]
+            assert Path(f"{files[1]}-wal").exists()  # the commit went to the journal
+            for f in files:
+                for file in (f, Path(f"{f}-wal"), Path(f"{f}-shm")):
+                    if file.exists():
+                        assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
+            assert sorted(p.name for p in path.parent.iterdir()) == sorted(
+                f"{f.name}{s}" for f in files for s in ("", "-shm", "-wal")
+            )
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     finally:
         os.umask(old)
@@ -505,6 +512,27 @@ def test_foreign_databases_are_refused(tmp_store_dir: Path) -> None:
         MagStore(lma)
 
 
+def test_unusable_journal_files_are_store_errors_naming_them(tmp_store_dir: Path) -> None:
+    """A journal that is some other database, or not a database at all, stops the store
+    from opening (its rows may be the newest state of some bindings), with the file named."""
+    path = tmp_store_dir / "lma.db"
+    log0, log1 = journal_paths(path)
+    db = sqlite3.connect(log1)
+    db.execute("CREATE TABLE accounts (id INTEGER)")
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match=f"{log1}: not a pmip-agent journal"):
+        LmaStore(path)
+    log1.unlink()
+    lma = tmp_store_dir / "lma.db"
+    LmaStore(lma).close()
+    log0.write_bytes(b"not a database, " * 512)
+    with pytest.raises(StoreError, match=f"{log0}: cannot open"):
+        LmaStore(path)
+    log0.unlink()
+    LmaStore(path).close()
+
+
 def test_use_after_close_is_a_store_error(tmp_store_dir: Path) -> None:
     store = LmaStore(tmp_store_dir / "lma.db")
     store.close()
@@ -550,6 +578,7 @@ def test_a_schema_missing_columns_is_refused(tmp_store_dir: Path) -> None:
 # --- crash: SIGKILL between commits ------------------------------------------------------
 
 CRASH_BATCH = 50
+CRASH_FOLD_EVERY = 301  # journals switch and fold every six batches or so, while killed
 
 
 def crash_expected(last_batch: int) -> dict[bytes, BindingView]:
@@ -589,7 +618,7 @@ def crash_batches() -> Iterator[list[object]]:
 def crash_child(path: Path) -> None:
     """Apply batch after batch, printing each batch number once its commit has returned,
     until killed."""
-    store = LmaStore(path)
+    store = LmaStore(path, fold_every=CRASH_FOLD_EVERY)
     for batch, events in enumerate(crash_batches()):
         store.apply(events)
         print(batch, flush=True)
@@ -615,7 +644,8 @@ def test_committed_bindings_survive_sigkill(tmp_store_dir: Path) -> None:
         child.wait()
         child.stdout.close()
     assert child.returncode == -signal.SIGKILL
-    assert Path(f"{path}-wal").stat().st_size > 0  # recovery has a WAL to replay
+    # Recovery has a journal to replay (and the WAL of whichever file was last written).
+    assert any(Path(f"{j}-wal").stat().st_size > 0 for j in journal_paths(path))
 
     with LmaStore(path) as store:
         loaded = {v.mn_id: v for v in store.load()}
@@ -640,17 +670,25 @@ def _rows_in_main_file(path: Path, scratch: Path) -> int | None:
             leftover.unlink(missing_ok=True)
 
 
-def test_checkpoints_run_in_a_thread_of_their_own(tmp_store_dir: Path) -> None:
-    """A commit never runs a WAL checkpoint itself (it would stall the PBAs of its batch
-    for the fsync): the checkpointer thread copies the WAL into the database file once
-    enough rows were written, and close() stops it and ends the WAL."""
+def _table_rows(path: Path) -> int:
+    """Bindings the table holds now (its file and -wal), journals not counted."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return int(db.execute("SELECT count(*) FROM bindings").fetchone()[0])
+
+
+def test_commits_append_to_a_journal_folded_in_a_thread_of_its_own(tmp_store_dir: Path) -> None:
+    """A commit appends to the journal and never writes the bindings table (its cost must
+    not grow with the table); the folder thread folds a full journal into the table and
+    checkpoints it into the database file, and close() folds the rest, stops the thread
+    and ends the WALs."""
     path = tmp_store_dir / "lma.db"
-    store = LmaStore(path)
+    store = LmaStore(path, fold_every=500)
     try:
-        assert store._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
         assert any(t.name == "pmip-checkpoint" for t in threading.enumerate())
-        batches = 0
-        while batches * 100 < 2 * 1000:  # past the point where the checkpointer is woken
+        store.apply(BindingUp(view(i), "created") for i in range(100))
+        assert _table_rows(path) == 0
+        batches = 1
+        while batches * 100 < 2000:  # four journals' worth: switches and folds
             store.apply(BindingUp(view(batches * 100 + i), "created") for i in range(100))
             batches += 1
         deadline = time.monotonic() + 10
@@ -661,14 +699,114 @@ def test_checkpoints_run_in_a_thread_of_their_own(tmp_store_dir: Path) -> None:
                 break
             time.sleep(0.05)
         assert copied is not None and copied >= 1000, copied
-        assert Path(f"{path}-wal").exists()
+        assert _table_rows(path) < 2000  # the active journal is not folded yet
     finally:
         store.close()
     assert not any(t.name == "pmip-checkpoint" for t in threading.enumerate())
-    assert not Path(f"{path}-wal").exists()
-    with LmaStore(path, background_checkpoints=False) as again:
-        assert len(again.load()) == batches * 100
-        assert again._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+    for file in (path, *journal_paths(path)):
+        assert file.exists() and not Path(f"{file}-wal").exists()
+    assert _table_rows(path) == 2000
+    for journal in journal_paths(path):
+        with contextlib.closing(sqlite3.connect(journal)) as db:
+            assert db.execute("SELECT count(*) FROM journal").fetchone()[0] == 0
+    with LmaStore(path, background_checkpoints=False, fold_every=300) as again:
+        assert len(again.load()) == 2000
+        again.apply(BindingUp(view(5000 + i), "created") for i in range(299))
+        assert _table_rows(path) == 2000
+        again.apply([BindingUp(view(6000), "created")])  # the 300th row: folded inline
+        assert _table_rows(path) == 2300
+        assert not any(t.name == "pmip-checkpoint" for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("background", [True, False], ids=["thread", "inline"])
+def test_journal_switches_keep_the_latest_state_of_each_mn(
+    tmp_store_dir: Path, background: bool
+) -> None:
+    """Registrations, updates, refreshes (the refresh columns alone are journalled),
+    deregistrations and purges of the same MNs, several per batch, spread over many small
+    journals folded in between: what is read back is always the latest state of each MN,
+    never an older row that a fold replayed over a newer one."""
+    path = tmp_store_dir / "lma.db"
+    rng = random.Random(7)
+    state: dict[bytes, BindingView] = {}
+    with LmaStore(path, background_checkpoints=background, fold_every=7) as store:
+        for step in range(400):
+            events: list[object] = []
+            for _ in range(rng.randint(1, 5)):
+                i = rng.randrange(12)
+                mn_id = view(i).mn_id
+                roll = rng.random()
+                now = state.get(mn_id)
+                if roll < 0.15:
+                    events.append(BindingPurged(mn_id, None))
+                    state.pop(mn_id, None)
+                    continue
+                if now is not None and roll < 0.7:  # a refresh: lifetime and replay state
+                    new = now._replace(
+                        expires_at=T0 + step + rng.random(),
+                        lifetime_s=rng.choice((400, 600)),
+                        last_sequence=step % 65536,
+                        last_timestamp=now.last_timestamp + 1 + step,
+                    )
+                    events.append(BindingUp(new, "refreshed"))
+                elif now is not None and roll < 0.8:
+                    new = now._replace(state="deregistered", expires_at=T0 + step)
+                    events.append(BindingDown(new, "deregistered"))
+                else:
+                    new = view(i, hoa=f"10.1.{step % 250}.{i}", expires_at=T0 + step)
+                    events.append(BindingUp(new, "created" if now is None else "updated"))
+                state[mn_id] = new
+            store.apply(events)
+            if step % 97 == 0:
+                assert {v.mn_id: v for v in store.load()} == state
+    with LmaStore(path) as again:
+        assert {v.mn_id: v for v in again.load()} == state
+
+
+def test_a_refresh_in_a_batch_after_a_whole_row_keeps_the_whole_row(tmp_store_dir: Path) -> None:
+    """One batch, one MN: created, then refreshed. Its latest state goes to the journal as
+    a whole row (the refresh columns alone would lose the creation)."""
+    path = tmp_store_dir / "lma.db"
+    first = view(1, hoa="10.1.0.7")
+    later = first._replace(expires_at=first.expires_at + 50, last_sequence=8)
+    with LmaStore(path) as store:
+        store.apply([BindingUp(first, "created"), BindingUp(later, "refreshed")])
+        assert store.load() == [later]
+
+
+def test_a_journal_replayed_after_its_fold_changes_nothing(
+    tmp_store_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The crash between a fold's checkpoint and the emptying of its journal: the next
+    start folds that journal again, over a table that already holds it, and then the
+    newer journal. Every row is a whole binding, replayed in sequence order: the result
+    is the latest state, as if the fold had finished."""
+    path = tmp_store_dir / "lma.db"
+    monkeypatch.setattr(BindingJournal, "_empty", lambda self, index: None)  # dies here
+    store = LmaStore(path, fold_every=5)
+    journal = store._journal
+    assert journal is not None
+    old = [BindingUp(view(i, hoa=f"10.1.0.{i}"), "created") for i in range(1, 6)]
+    store.apply(old)  # fills log0: handed over, folded, never emptied
+    assert journal._thread is not None
+    journal._thread.wait_idle()
+    newer = [BindingUp(view(1, hoa="10.1.0.99"), "moved"), BindingPurged(view(2).mn_id, None)]
+    store.apply(newer)  # into log1
+    journal._thread.stop()  # the crash: nothing more is folded or emptied
+    journal._close_connections()
+    assert store._db is not None
+    store._db.close()
+    monkeypatch.undo()
+    assert _table_rows(path) == 5
+    for file in journal_paths(path):
+        with contextlib.closing(sqlite3.connect(file)) as db:
+            assert db.execute("SELECT count(*) FROM journal").fetchone()[0] > 0
+    with LmaStore(path) as again:
+        got = {v.mn_id: v for v in again.load()}
+    want = {e.binding.mn_id: e.binding for e in old}
+    want[view(1).mn_id] = newer[0].binding  # type: ignore[attr-defined]
+    del want[view(2).mn_id]
+    assert got == want
 
 
 # --- end to end: an LMA restart -----------------------------------------------------------

@@ -23,7 +23,9 @@ from ..core.mag import BulView
 __all__ = [
     "BINDING_COLUMNS",
     "BUL_COLUMNS",
+    "REFRESH_COLUMNS",
     "binding_from_row",
+    "binding_refresh_row",
     "binding_to_json",
     "binding_to_row",
     "bul_from_row",
@@ -55,6 +57,15 @@ BINDING_COLUMNS: tuple[str, ...] = (
     "wire_profile",
     "access_tech",
     "link_layer_id",
+)
+
+# What a refresh changes (BindingUp "refreshed"): the store journals only these.
+REFRESH_COLUMNS: tuple[str, ...] = (
+    "mn_id",
+    "lifetime_s",
+    "expires_at",
+    "last_sequence",
+    "last_timestamp",
 )
 
 BUL_COLUMNS: tuple[str, ...] = (
@@ -134,6 +145,17 @@ def hnps_from_text(text: str) -> tuple[Prefix6, ...]:
 
 
 # --- LMA binding cache entries ----------------------------------------------------------
+
+
+def binding_refresh_row(view: BindingView) -> tuple[Any, ...]:
+    """The REFRESH_COLUMNS of ``view``, as ``binding_to_row`` has them."""
+    return (
+        view.mn_id,
+        view.lifetime_s,
+        view.expires_at,
+        view.last_sequence,
+        _u64_out(view.last_timestamp),
+    )
 
 
 def binding_to_row(view: BindingView) -> tuple[Any, ...]:

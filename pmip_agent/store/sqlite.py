@@ -17,6 +17,10 @@ store's own, on a connection of their own, woken every thousand rows or so: a co
 not wait for one, so a batch of PBAs is never held up by it. They are passive (never wait
 for the writer); a WAL that still grows past 256 MiB is checkpointed by the writer itself.
 
+The LMA's commits go to a journal beside its database (``journal``: two more SQLite files,
+``<db>.log0`` and ``<db>.log1``), which that thread folds into the bindings table. The
+durability above holds for the journal's commits in the same way.
+
 Both stores are used from one thread at a time (they may be handed to a worker thread).
 """
 
@@ -34,10 +38,14 @@ from typing import Any, ClassVar, Self
 
 from ..core.events import BindingDown, BindingPurged, BindingUp, BindingView
 from ..core.mag import BulView
+from .errors import StoreError
+from .journal import FOLD_EVERY, BindingJournal
 from .serialize import (
     BINDING_COLUMNS,
     BUL_COLUMNS,
+    REFRESH_COLUMNS,
     binding_from_row,
+    binding_refresh_row,
     binding_to_row,
     bul_from_row,
     bul_to_row,
@@ -51,15 +59,6 @@ _WAL_SIZE_LIMIT = 64 << 20  # truncate the -wal file back to this after a checkp
 _CHECKPOINT_EVERY = 1000  # rows written between two background checkpoints (about pages)
 _WAL_HARD_LIMIT = 256 << 20  # a -wal file this big is checkpointed by the writer itself
 log = logging.getLogger("pmip.store")
-
-
-class StoreError(Exception):
-    """The store cannot be opened, read or written. ``path`` is the database file."""
-
-    def __init__(self, path: Path, message: str, cause: BaseException | None = None) -> None:
-        detail = f": {cause}" if cause is not None else ""
-        super().__init__(f"{path}: {message}{detail}")
-        self.path = path
 
 
 def _upsert_sql(table: str, columns: tuple[str, ...]) -> str:
@@ -312,7 +311,12 @@ class _SqliteStore:
 
 
 class LmaStore(_SqliteStore):
-    """The LMA binding cache, one row per MN (keyed by the MN identifier's bytes)."""
+    """The LMA binding cache, one row per MN (keyed by the MN identifier's bytes).
+
+    Commits append to a journal beside the database, and a thread of the store's own
+    folds the journal into the table (see ``journal``): a commit then costs the same with
+    a thousand bindings or a million. Opening the store and reading it fold the journal
+    first, so readers see every committed binding."""
 
     KIND = "lma"
     TABLE = "bindings"
@@ -341,7 +345,46 @@ class LmaStore(_SqliteStore):
             access_tech INTEGER NOT NULL,
             link_layer_id BLOB
         ) WITHOUT ROWID"""
-    _UPSERT = _upsert_sql("bindings", BINDING_COLUMNS)
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout_s: float = 5.0,
+        background_checkpoints: bool = True,
+        fold_every: int = FOLD_EVERY,
+    ) -> None:
+        """As ``_SqliteStore``; ``background_checkpoints`` here means that the journal is
+        folded, and checkpointed, by a thread of the store's own (else inline, by the
+        commit that fills it); ``fold_every`` is how many rows fill a journal."""
+        # Only folds write the table, and each one checkpoints it: no checkpointer for it.
+        super().__init__(
+            path,
+            synchronous=synchronous,
+            busy_timeout_s=busy_timeout_s,
+            background_checkpoints=False,
+        )
+        try:
+            self._journal: BindingJournal | None = BindingJournal(
+                self.path,
+                self.TABLE,
+                self.COLUMNS,
+                REFRESH_COLUMNS,
+                synchronous=self.synchronous,
+                busy_timeout_s=busy_timeout_s,
+                prepare=_prepare_path,
+                background=background_checkpoints,
+                fold_every=fold_every,
+            )
+        except BaseException:
+            super().close()
+            raise
+
+    def _journal_open(self) -> BindingJournal:
+        self._conn()  # a closed store says so
+        assert self._journal is not None
+        return self._journal
 
     def load(self) -> list[BindingView]:
         """Every stored binding, for ``LmaEngine.restore``."""
@@ -352,6 +395,10 @@ class LmaStore(_SqliteStore):
         restores them batch by batch instead of holding a million views at once. Small
         batches: a batch's rows, views and events are freed among the long-lived entries,
         and the holes they leave stay in the RSS (5k rather than 50k: 80 MiB less at 1M)."""
+        try:
+            self._journal_open().fold_all()
+        except sqlite3.Error as exc:
+            raise StoreError(self.path, "cannot fold the journal into the table", exc) from exc
         cursor = self._select()
         cache: dict[Any, Any] = {}
         # A million new objects would run the cyclic GC dozens of times over an ever larger
@@ -381,29 +428,49 @@ class LmaStore(_SqliteStore):
         other events are ignored. Only the last event of each MN matters, so a batch
         costs one write per MN. Returns how many events were persisted (0: no write).
         Call it before sending the PBAs the batch produced."""
-        latest: dict[bytes, BindingView | None] = {}
+        # Per MN: its latest binding (None: purged), and whether every event of it in
+        # this batch was a refresh (then the refresh columns are enough).
+        latest: dict[bytes, tuple[BindingView | None, bool]] = {}
         count = 0
         for event in events:
-            if isinstance(event, BindingUp | BindingDown):
-                latest[event.binding.mn_id] = event.binding
-            elif isinstance(event, BindingPurged):
-                latest[event.mn_id] = None
+            kind = type(event)
+            if kind is BindingUp or kind is BindingDown:
+                view: BindingView = event.binding  # type: ignore[attr-defined]
+                refresh = kind is BindingUp and event.change == "refreshed"  # type: ignore[attr-defined]
+                before = latest.get(view.mn_id)
+                latest[view.mn_id] = (view, refresh and (before is None or before[1]))
+            elif kind is BindingPurged:
+                latest[event.mn_id] = (None, False)  # type: ignore[attr-defined]
             else:
                 continue
             count += 1
         if not latest:
             return 0
-        rows = [binding_to_row(v) for v in latest.values() if v is not None]
-        gone = [(mn_id,) for mn_id, v in latest.items() if v is None]
-
-        def work(db: sqlite3.Connection) -> None:
-            if rows:
-                db.executemany(self._UPSERT, rows)
-            if gone:
-                db.executemany("DELETE FROM bindings WHERE mn_id = ?", gone)
-
-        self._transaction(work, len(rows) + len(gone))
+        rows, refreshes, gone = [], [], []
+        for mn_id, (view_or_none, refresh) in latest.items():
+            if view_or_none is None:
+                gone.append(mn_id)
+            elif refresh:
+                refreshes.append(binding_refresh_row(view_or_none))
+            else:
+                rows.append(binding_to_row(view_or_none))
+        journal = self._journal_open()
+        try:
+            journal.append(rows, refreshes, gone)
+        except (sqlite3.Error, OverflowError) as exc:
+            raise StoreError(self.path, "write failed, nothing was stored", exc) from exc
         return count
+
+    def close(self) -> None:
+        """Fold the journal into the table, then close (see ``_SqliteStore.close``)."""
+        journal, self._journal = self._journal, None
+        try:
+            if journal is not None:
+                journal.close()
+        except sqlite3.Error as exc:
+            raise StoreError(self.path, "cannot fold the journal into the table", exc) from exc
+        finally:
+            super().close()
 
 
 class MagStore(_SqliteStore):
