@@ -697,13 +697,16 @@ class Daemon:
         self.sock = workdir / f"{NODE}.sock"
         self.db = workdir / "state" / f"{NODE}.lma.sqlite"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.start_spy: subprocess.Popen[bytes] | None = None
 
     @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, expect_bindings: int, profile_out: Path | None = None) -> dict[str, Any]:
+    def start(
+        self, expect_bindings: int, profile_out: Path | None = None, spy_out: Path | None = None
+    ) -> dict[str, Any]:
         if profile_out is not None:
             argv = [PYTHON, "-m", "cProfile", "-o", str(profile_out), "-m", "pmip_agent.cli"]
         else:
@@ -714,6 +717,7 @@ class Daemon:
         t0 = time.perf_counter()
         self.proc = self.lab.spawn(self.ns, argv, self.log)
         pid = self.proc.pid
+        spy = self.start_spy = pyspy_start(pid, 600, spy_out) if spy_out is not None else None
         marks: dict[str, float] = {}
         db_name = str(self.db)
         while True:
@@ -742,6 +746,8 @@ class Daemon:
                 if reply.get("ok") and reply["result"]["bindings"] >= expect_bindings:
                     marks["status_ok"] = time.perf_counter() - t0
                     marks["bindings"] = reply["result"]["bindings"]
+                    if spy is not None:
+                        spy.send_signal(signal.SIGINT)  # py-spy writes what it has so far
                     break
             time.sleep(0.005)
         exe = os.readlink(f"/proc/{pid}/exe")
@@ -1081,7 +1087,10 @@ def scale_phase(
     gen = LoadGen(ns_gen, load_idx, args.mags, dual_stack=False, timestamps=args.timestamps)
     try:
         print(f"  [{k:,}] starting the daemon with {k:,} bindings in the store...", flush=True)
-        out["start"] = s = daemon.start(k)
+        start_spy_out = d / "py-spy-start.txt" if args.py_spy else None
+        out["start"] = s = daemon.start(k, spy_out=start_spy_out)
+        if start_spy_out is not None:
+            out["start_py_spy"] = pyspy_summary(daemon.start_spy, start_spy_out)
         print(
             f"  [{k:,}] status bindings={s['bindings']:,} after {s['status_ok_s']:.2f} s "
             f"(config {s['phase_config_s']:.2f} s, restore {s['phase_restore_s']:.2f} s, "
@@ -1190,7 +1199,8 @@ def main() -> int:
     ap.add_argument(
         "--py-spy",
         action="store_true",
-        help="sample the daemon with py-spy (if installed) during the max-rate runs",
+        help="sample the daemon with py-spy (if installed) during the max-rate runs and "
+        "during each scale phase's start",
     )
     ap.add_argument(
         "--snapshot",
@@ -1376,6 +1386,11 @@ def report(data: dict[str, Any], args: argparse.Namespace) -> None:
         (f"[{v}] window {w}", r) for v, ld in data["load"].items() for w, r in ld["max"].items()
     ]
     spied += [(f"{sc['bindings']:,} bindings", sc["max"]) for sc in data["scale"]]
+    spied += [
+        (f"start with {sc['bindings']:,} bindings", {"py_spy": sc["start_py_spy"]})
+        for sc in data["scale"]
+        if sc.get("start_py_spy")
+    ]
     for title, r in spied:
         spy = r.get("py_spy")
         if spy:
