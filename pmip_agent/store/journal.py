@@ -37,6 +37,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .errors import StoreError
+from .schema import set_up
 
 log = logging.getLogger("pmip.store")
 
@@ -116,41 +117,21 @@ class BindingJournal:
 
     def _open_journal(self, path: Path, synchronous: str, timeout: float) -> sqlite3.Connection:
         db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        columns = ("seq", "kind", *self._columns)
         try:
-            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(path, f"cannot use write-ahead logging (journal_mode={mode})")
-            db.execute(f"PRAGMA synchronous={synchronous}")
+            set_up(
+                db,
+                path,
+                synchronous=synchronous,
+                kind=KIND,
+                version=SCHEMA_VERSION,
+                schema="CREATE TABLE IF NOT EXISTS journal (seq INTEGER PRIMARY KEY,"
+                f" kind INTEGER NOT NULL, {', '.join(self._columns)})",
+                table="journal",
+                columns=columns,
+                noun="journal",
+            )
             db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints: the folder thread's
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                tables = {
-                    r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")
-                }
-                if tables and "meta" not in tables:
-                    raise StoreError(path, "not a pmip-agent journal (no meta table)")
-                db.execute(
-                    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY NOT NULL, value)"
-                    " WITHOUT ROWID"
-                )
-                cols = ", ".join(self._columns)
-                db.execute(
-                    "CREATE TABLE IF NOT EXISTS journal"
-                    f" (seq INTEGER PRIMARY KEY, kind INTEGER NOT NULL, {cols})"
-                )
-                meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-                if not meta:
-                    db.executemany(
-                        "INSERT INTO meta (key, value) VALUES (?, ?)",
-                        (("kind", KIND), ("schema_version", SCHEMA_VERSION)),
-                    )
-                elif meta.get("kind") != KIND:
-                    raise StoreError(path, f"holds a {meta.get('kind')!r} store, not a journal")
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
         except BaseException:
             db.close()
             raise

@@ -40,6 +40,7 @@ from ..core.events import BindingDown, BindingPurged, BindingUp, BindingView
 from ..core.mag import BulView
 from .errors import StoreError
 from .journal import FOLD_EVERY, BindingJournal
+from .schema import set_up
 from .serialize import (
     BINDING_COLUMNS,
     BUL_COLUMNS,
@@ -55,7 +56,6 @@ __all__ = ["SCHEMA_VERSION", "LmaStore", "MagStore", "StoreError"]
 
 SCHEMA_VERSION = 1
 _SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
-_WAL_SIZE_LIMIT = 64 << 20  # truncate the -wal file back to this after a checkpoint
 _CHECKPOINT_EVERY = 1000  # rows written between two background checkpoints (about pages)
 _WAL_HARD_LIMIT = 256 << 20  # a -wal file this big is checkpointed by the writer itself
 log = logging.getLogger("pmip.store")
@@ -192,50 +192,16 @@ class _SqliteStore:
     # --- opening ----------------------------------------------------------------------
 
     def _setup(self, db: sqlite3.Connection, level: str) -> None:
-        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise StoreError(self.path, f"cannot use write-ahead logging (journal_mode={mode})")
-        db.execute(f"PRAGMA synchronous={level}")
-        db.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
-        db.execute("BEGIN IMMEDIATE")  # also proves the file is writable
-        try:
-            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            if tables and "meta" not in tables:
-                raise StoreError(self.path, "not a pmip-agent store (no meta table)")
-            db.execute(
-                "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY NOT NULL, value)"
-                " WITHOUT ROWID"
-            )
-            db.execute(self.SCHEMA)
-            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-            if not meta:
-                db.executemany(
-                    "INSERT INTO meta (key, value) VALUES (?, ?)",
-                    (("kind", self.KIND), ("schema_version", SCHEMA_VERSION)),
-                )
-            else:
-                self._check_meta(db, meta)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-
-    def _check_meta(self, db: sqlite3.Connection, meta: dict[str, Any]) -> None:
-        kind = meta.get("kind")
-        if kind != self.KIND:
-            raise StoreError(self.path, f"holds a {kind!r} store, not a {self.KIND!r} store")
-        version = meta.get("schema_version")
-        if not isinstance(version, int) or version < 1:
-            raise StoreError(self.path, f"bad schema_version {version!r}")
-        # A later version may have added columns: fine as long as ours are all there.
-        present = {r[1] for r in db.execute(f"PRAGMA table_info({self.TABLE})")}
-        missing = [c for c in self.COLUMNS if c not in present]
-        if missing:
-            raise StoreError(
-                self.path,
-                f"schema_version {version} lacks columns {', '.join(missing)} of "
-                f"{self.TABLE} (this version writes schema_version {SCHEMA_VERSION})",
-            )
+        set_up(
+            db,
+            self.path,
+            synchronous=level,
+            kind=self.KIND,
+            version=SCHEMA_VERSION,
+            schema=self.SCHEMA,
+            table=self.TABLE,
+            columns=self.COLUMNS,
+        )
 
     # --- plumbing ---------------------------------------------------------------------
 
