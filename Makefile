@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := tshark iproute2 nftables busybox iperf3 python3-venv kea-dhcp4-server \
+APT_PACKAGES := tshark iproute2 ethtool nftables busybox iperf3 python3-venv kea-dhcp4-server \
 	isc-dhcp-client dhcpcd5 iputils-ping \
 	strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins \
 	systemd

@@ -133,6 +133,63 @@ def test_segmenting_into_a_reused_buffer() -> None:
     assert len(second) == 1 and len(second[0]) == 20 + 32 + 100 and _valid(bytes(second[0]))
 
 
+# --- UDP tunnel GSO (one TAP write per burst) --------------------------------------------
+
+
+def _partial(sup: bytes) -> tuple[bytes, bytes]:
+    """``sup`` as a TUN device with TSO hands it over: the virtio-net header (GSO,
+    NEEDS_CSUM) and the packet with the TCP checksum field holding the pseudo-header sum."""
+    l3 = 20 if sup[0] >> 4 == 4 else 40
+    packet = bytearray(sup)
+    packet[l3 + 16 : l3 + 18] = pk.pseudo_sum(packet, 6, len(packet) - l3).to_bytes(2, "big")
+    gso = pk.GSO_TCPV4 if l3 == 20 else pk.GSO_TCPV6
+    return pk.VNET_HDR.pack(pk.VNET_F_NEEDS_CSUM, gso, l3 + 32, 1448, l3, 16), bytes(packet)
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_udp_tunnel_gso_headers_describe_the_burst_to_the_kernel(version: int) -> None:
+    """The outer headers are what RFC 5844 §4 puts on the wire (IPv4, then UDP, then the
+    inner packet), and the tunnel GSO header points the kernel at each layer."""
+    sup = _tcp4(os.urandom(30_000)) if version == 4 else _tcp6(os.urandom(30_000))
+    vnet, inner = _partial(sup)
+    mac = bytes.fromhex("02aabbccddee")
+    head = pk.udp_tunnel_gso_headers(
+        vnet, inner, mac, bytes([192, 0, 2, 1]), bytes([192, 0, 2, 254]), (5437, 40000), 7, 65
+    )
+    assert head is not None and len(head) == pk.VNET_TNL_HDR_LEN + pk.UDP_TUNNEL_HEADROOM
+    flags, gso, hdr_len, gso_size, cstart, coff, _nb, outer_th, inner_nh = pk.VNET_TNL_HDR.unpack(
+        head[: pk.VNET_TNL_HDR_LEN]
+    )
+    l3 = 20 if version == 4 else 40
+    assert flags == pk.VNET_F_NEEDS_CSUM | pk.VNET_F_UDP_TUNNEL_CSUM
+    assert gso == (pk.GSO_TCPV4 if version == 4 else pk.GSO_TCPV6) | pk.GSO_UDP_TUNNEL_IPV4
+    assert (outer_th, inner_nh) == (14 + 20, 14 + 28)
+    assert (cstart, coff) == (42 + l3, 16) and hdr_len == 42 + l3 + 32 and gso_size == 1448
+    frame = Ether(head[pk.VNET_TNL_HDR_LEN :] + inner)
+    assert frame.dst == "02:aa:bb:cc:dd:ee" and frame.type == 0x0800
+    outer = frame[IP]
+    assert (outer.src, outer.dst, outer.ttl, outer.id, outer.flags) == (
+        "192.0.2.1", "192.0.2.254", 65, 7, 0,
+    )  # fmt: skip
+    assert outer.len == 28 + len(inner) and outer.proto == 17
+    assert ones_complement_checksum(bytes(outer)[:20]) == 0  # header checksum right
+    udp = outer[UDP]
+    assert (udp.sport, udp.dport, udp.len) == (5437, 40000, 8 + len(inner))
+    pseudo = bytes([192, 0, 2, 1, 192, 0, 2, 254, 0, 17]) + (8 + len(inner)).to_bytes(2, "big")
+    assert udp.chksum == ~ones_complement_checksum(pseudo) & 0xFFFF  # the partial sum
+    assert bytes(udp.payload) == inner
+
+
+def test_udp_tunnel_gso_headers_refuse_what_they_do_not_cover() -> None:
+    vnet, inner = _partial(_tcp4(os.urandom(3000)))
+    args = (b"\2" * 6, bytes(4), bytes(4), (5437, 5437), 0, 64)
+    assert pk.udp_tunnel_gso_headers(vnet, inner, *args) is not None
+    udp_gso = pk.VNET_HDR.pack(pk.VNET_F_NEEDS_CSUM, pk.GSO_UDP_L4, 28, 1000, 20, 6)
+    assert pk.udp_tunnel_gso_headers(udp_gso, inner, *args) is None
+    vnet_big, big = _partial(_tcp4(os.urandom(65_535 - 52)))
+    assert pk.udp_tunnel_gso_headers(vnet_big, big, *args) is None  # over 64 KB with UDP
+
+
 # --- coalescing (GRO) --------------------------------------------------------------------
 
 

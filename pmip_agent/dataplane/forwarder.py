@@ -121,6 +121,7 @@ class Forwarder:
         keepalive_s: float = 15.0,
         gso: bool = True,
         gro: bool = True,
+        udp_tunnel_gso: tuple[int, bytes] | None = None,
     ) -> None:
         self.role = role
         self.tun = tun
@@ -132,6 +133,10 @@ class Forwarder:
         self.mtu = mtu
         self.mss4 = pk.mss_limit(mtu, 4)
         self.mss6 = pk.mss_limit(mtu, 6)
+        # (fd, MAC) of the TAP device for UDP tunnel GSO writes; see _tunnel_gso
+        self._gso_tap = udp_tunnel_gso if gso and local4 is not None else None
+        self._local4 = local4.packed if local4 is not None else b""
+        self._ident = 0  # outer IPv4 identification of those writes
         # Which inner address picks (and polices) the tunnel: LMA by destination on the
         # way out, by source on the way in; the MAG the other way round.
         self._out4, self._out6 = (16, 24) if role == "lma" else (12, 8)
@@ -452,6 +457,8 @@ class Forwarder:
         t = self._route_out(pkt)
         if t is None:
             return
+        if t.udp and self._gso_tap is not None and self._tunnel_gso(t, head, pkt):
+            return
         version = pkt[0] >> 4
         if gso_type & ~pk.GSO_ECN in (pk.GSO_TCPV4, pk.GSO_TCPV6):
             cut = vec.segment_tcp(pkt, gso_size, self._seg_np)
@@ -462,6 +469,36 @@ class Forwarder:
                 self._send_segments(t, *pk.segment_tcp(pkt, gso_size, self._seg_buf), version)
         else:
             self.drops["unexpected-gso"] += 1
+
+    def _tunnel_gso(self, t: Tunnel, head: bytearray, pkt: memoryview) -> bool:
+        """Send a TSO super-packet into an IPv4-UDP tunnel whole: one TAP write with a
+        UDP tunnel GSO header (:func:`packet.udp_tunnel_gso_headers`), the kernel cuts
+        it into datagrams, in C, only where a link needs it. False when it does not
+        apply; the caller then cuts the packet here."""
+        assert self._gso_tap is not None and t.dest is not None
+        fd, mac = self._gso_tap
+        gso_size = pk.VNET_HDR.unpack_from(head)[3]
+        ident = self._ident
+        # TTL 65: this node's kernel forwards the frame and takes one off
+        headers = pk.udp_tunnel_gso_headers(
+            head, pkt, mac, self._local4, socket.inet_aton(t.dest[0]),
+            (self.data_port, t.dest[1]), ident, 65,
+        )  # fmt: skip
+        if headers is None:
+            return False
+        segments = -(-len(pkt) // gso_size)
+        self._ident = (ident + segments) & 0xFFFF  # the kernel numbers each segment
+        try:
+            os.writev(fd, [headers, pkt])
+        except OSError as exc:
+            self.drops[f"tap-write-{errno.errorcode.get(exc.errno or 0, 'error')}"] += 1
+            if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
+                log.warning("udp tunnel gso refused (%s): bursts are cut here from now on", exc)
+                self._gso_tap = None
+            return False
+        self.bursts["tunnel-gso"] += 1
+        t.packets_out += segments
+        return True
 
     def _send(self, t: Tunnel, pkt: memoryview, version: int) -> None:
         sock = t.sock4 if version == 4 else t.sock6

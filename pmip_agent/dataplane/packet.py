@@ -117,6 +117,71 @@ GSO_ECN = 0x80
 VNET_PLAIN = bytes(VNET_HDR_LEN)  # a complete packet: no offload asked of the kernel
 
 
+# UDP tunnel GSO (Linux 6.17+, TAP with TUN_F_UDP_TUNNEL_GSO): struct
+# virtio_net_hdr_v1_hash_tunnel, the v1 header (num_buffers), the hash fields, then the
+# outer transport header's and the inner network header's offsets in the frame.
+VNET_TNL_HDR = struct.Struct("<BBHHHHH8xHH")
+VNET_TNL_HDR_LEN = VNET_TNL_HDR.size  # 24
+VNET_F_UDP_TUNNEL_CSUM = 0x08  # the outer UDP checksum is computed per segment too
+GSO_UDP_TUNNEL_IPV4 = 0x20
+IPPROTO_UDP = 17
+_ETH_IPV4 = b"\x08\x00"
+_TUNNEL_MAC = b"\x02\x00\x00\x00\x00\x01"  # the frames' source: locally administered
+_OUTER = struct.Struct("!BBHHHBBH4s4sHHHH")  # IPv4 header, then the UDP header
+UDP_TUNNEL_HEADROOM = 14 + 20 + 8  # Ethernet, outer IPv4, UDP
+
+
+def udp_tunnel_gso_headers(
+    vnet: bytes | bytearray,
+    inner: Buffer,
+    dst_mac: bytes,
+    src: bytes,
+    dst: bytes,
+    ports: tuple[int, int],
+    ident: int,
+    ttl: int,
+) -> bytes | None:
+    """What goes before ``inner``, a TCP super-packet read from a TUN device with the
+    virtio-net header ``vnet`` (GSO, NEEDS_CSUM), so that one TAP write hands the kernel
+    the whole IPv4-UDP encapsulated burst (RFC 5844 §4: the inner packet right after the
+    UDP header). The kernel cuts it into one datagram per inner segment, each with its
+    own outer IPv4 and UDP headers and checksums and inner IP and TCP headers and
+    checksums. ``src``, ``dst``: the outer IPv4 addresses; ``ports``: the UDP (source,
+    destination). The outer header has DF clear, as the socket path's (RFC 4213 §3.2);
+    the UDP checksum field holds the pseudo-header sum, as a partial checksum does.
+    None when the inner packet is not one this covers or the datagram would exceed
+    64 KB."""
+    _flags, gso_type, _hdr_len, gso_size, cstart, coff = VNET_HDR.unpack_from(vnet)
+    if gso_type & ~GSO_ECN not in (GSO_TCPV4, GSO_TCPV6) or not gso_size or coff != 16:
+        return None
+    if cstart < 20 or len(inner) < cstart + 20:
+        return None
+    hdr_len = cstart + (inner[cstart + 12] >> 4) * 4  # inner IP and TCP headers
+    udp_len = 8 + len(inner)
+    if 20 + udp_len > 65535:
+        return None
+    headroom = UDP_TUNNEL_HEADROOM
+    pseudo = fold(ones_sum(src + dst) + IPPROTO_UDP + udp_len)
+    outer = bytearray(
+        _OUTER.pack(
+            0x45, 0, 20 + udp_len, ident, 0, ttl, IPPROTO_UDP, 0, src, dst, *ports, udp_len, pseudo
+        )
+    )
+    outer[10:12] = checksum(outer[:20]).to_bytes(2, "big")
+    head = VNET_TNL_HDR.pack(
+        VNET_F_NEEDS_CSUM | VNET_F_UDP_TUNNEL_CSUM,
+        gso_type | GSO_UDP_TUNNEL_IPV4,
+        headroom + hdr_len,
+        gso_size,
+        headroom + cstart,
+        coff,
+        0,
+        14 + 20,
+        headroom,
+    )
+    return head + dst_mac + _TUNNEL_MAC + _ETH_IPV4 + outer
+
+
 def complete_checksum(packet: bytearray | memoryview, start: int, offset: int) -> None:
     """Finish a checksum the kernel left partial (VIRTIO_NET_HDR_F_NEEDS_CSUM): the field
     at ``start + offset`` holds the pseudo-header sum; sum from ``start`` to the end."""

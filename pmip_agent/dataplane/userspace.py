@@ -15,13 +15,14 @@ import logging
 import socket
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ..config import DataplaneConfig
 from .forwarder import Forwarder
 from .netlink import PROTO, IPRouteThread, RouteBatch, sysctl
-from .tun import Tun
+from .tun import Tun, UdpTunnelTap
 from .tunnel import Prefix, TunnelKey
 
 log = logging.getLogger("pmip.dataplane")
@@ -71,6 +72,8 @@ class UserspaceBackend:
             # CN behind the LMA, seen at the MAG): loose reverse-path filtering.
             sysctl(f"net/ipv4/conf/{self.tun.name}/rp_filter", 2)
             self.routes = RouteBatch()
+            self.gso_tap: UdpTunnelTap | None = None
+            udp_tunnel_gso = self._udp_tunnel_gso(settings, local4)
             self.forwarder = Forwarder(
                 role,
                 self.tun,
@@ -82,8 +85,11 @@ class UserspaceBackend:
                 keepalive_s=settings.keepalive_s,
                 gso=settings.gso,
                 gro=settings.gro,
+                udp_tunnel_gso=udp_tunnel_gso,
             )
         except BaseException:
+            if self.gso_tap is not None:
+                self.gso_tap.close()
             self.tun.close()
             self.ipr.close()
             raise
@@ -93,13 +99,51 @@ class UserspaceBackend:
         self._rules: set[tuple[Prefix, str]] = set()
         self.forwarder.start()
         log.info(
-            "data plane: %s up, mtu %d, offloads tso=%s gso=%s gro=%s",
+            "data plane: %s up, mtu %d, offloads tso=%s gso=%s gro=%s, udp tunnel gso %s",
             self.tun.name,
             settings.mtu,
             settings.tso,
             settings.gso,
             settings.gro,
+            self.gso_tap.name if self.gso_tap else "off",
         )
+
+    def _udp_tunnel_gso(
+        self, settings: UserspaceSettings, local4: IPv4Address | None
+    ) -> tuple[int, bytes] | None:
+        """With tso and gso, a TAP device for UDP tunnel GSO writes (see
+        :class:`~pmip_agent.dataplane.tun.UdpTunnelTap`): (its fd, its MAC address), or
+        None where the kernel or the host's settings rule it out; the forwarder then
+        cuts IPv4-UDP bursts itself. The frames enter the IP stack as if received on the
+        TAP, from this node's own address, and are forwarded: the TAP accepts a local
+        source, and reverse-path filtering must be off or loose for it."""
+        if not (settings.tso and settings.gso) or local4 is None:
+            return None
+        if Path("/proc/sys/net/ipv4/conf/all/rp_filter").read_text().strip() == "1":
+            log.info("udp tunnel gso off: net.ipv4.conf.all.rp_filter is 1 (strict)")
+            return None
+        try:
+            tap = UdpTunnelTap(f"{settings.tun_name[:11]}-gso")
+        except OSError as exc:
+            log.info("udp tunnel gso off: the kernel has no TAP offload for it (%s)", exc)
+            return None
+        try:
+            index = self.ipr.link_lookup(ifname=tap.name)[0]
+            for path, value in (
+                (f"net/ipv6/conf/{tap.name}/disable_ipv6", 1),  # nothing of its own to send
+                (f"net/ipv4/conf/{tap.name}/accept_local", 1),
+                (f"net/ipv4/conf/{tap.name}/rp_filter", 0),
+            ):
+                if not sysctl(path, value):
+                    raise OSError(f"cannot set {path}")
+            self.ipr.link("set", index=index, state="up")
+            mac = self.ipr.get_links(index)[0].get_attr("IFLA_ADDRESS")
+        except (OSError, NetlinkError, IndexError) as exc:
+            tap.close()
+            log.warning("udp tunnel gso off: setting up the TAP device failed: %s", exc)
+            return None
+        self.gso_tap = tap
+        return tap.fd, bytes.fromhex(mac.replace(":", ""))
 
     # --- TunnelBackend ---------------------------------------------------------------
 
@@ -148,6 +192,8 @@ class UserspaceBackend:
             self._rule("del", prefix, iif)
         self._rules.clear()
         self.tun.close()  # its routes go with it
+        if self.gso_tap is not None:
+            self.gso_tap.close()
         self.routes.close()
         self.ipr.close()
 
