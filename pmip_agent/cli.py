@@ -86,6 +86,22 @@ IPSEC
   sends PBUs to an LMA only while an SA covers its address, and keeps its
   registered MNs while it waits. See examples/*.yaml and roles/strongswan."""
 
+_DATAPLANE = """\
+DATA PLANE
+  With `dataplane.enabled`, the MAG-LMA tunnels run in this process, over one
+  TUN device (`dataplane.tun_name`, default pmip0) into which the kernel routes
+  the mobile nodes' traffic. Offloads (`dataplane.offload`) let it work a 64 KB
+  burst at a time. With tso and gso on a host with an IPv4 transport address and
+  Linux 6.17 or later, a second device, a TAP named <tun_name>-gso (tun_name cut
+  to 11 characters), takes whole IPv4-UDP tunnel bursts (UDP tunnel GSO): the
+  kernel forwards each as one packet from this node's own address and cuts it
+  into datagrams where a link needs it. The agent sets accept_local=1 and
+  rp_filter=0 on that device and turns IPv6 off on it. A firewall's forward
+  chain must let this node's UDP port `dataplane.data_port` out of it. When
+  net.ipv4.conf.all.rp_filter is 1 (strict), or the kernel is older, there is
+  no TAP device and the forwarder cuts the bursts itself (slower); the startup
+  log line "data plane: ... udp tunnel gso" says which."""
+
 _SEE_ALSO = """\
 SEE ALSO
   pmipctl(8): query and control a running agent through its control socket.
@@ -100,6 +116,8 @@ _MAIN_EPILOG = f"""\
 {_SIGNALS}
 
 {_IPSEC}
+
+{_DATAPLANE}
 
 EXAMPLES
   Validate a file before installing it or before sending SIGHUP:

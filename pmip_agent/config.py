@@ -1027,7 +1027,10 @@ class DataplaneConfig(_Model):
         description="Batching offloads. tso: the TUN device hands over 64 KB TCP "
         "super-packets (and leaves checksums to finish), cut into wire segments here, a "
         "whole burst per numpy call. gso: on the IPv4-UDP tunnel, runs of equal-sized "
-        "packets (a cut super-packet's segments) leave in one UDP_SEGMENT send. gro: "
+        "packets (a cut super-packet's segments) leave in one UDP_SEGMENT send. tso and "
+        "gso together, on Linux 6.17 or later: an IPv4-UDP tunnel's super-packet is not "
+        "cut here but written whole to a TAP device, <tun_name>-gso, with UDP tunnel "
+        "GSO, and the kernel cuts it (see pmip-agent --help, DATA PLANE). gro: "
         "UDP_GRO receive, a flow's run of segments written to the TUN device as one "
         "packet for the kernel to cut. []: one packet per read, send and write.",
     )

@@ -3,7 +3,7 @@
 This kernel has no tunnel drivers (no ipip, sit, ip6tnl, fou), so the encapsulation is
 done here. One TUN device serves every tunnel of the node; a table in this process picks
 the tunnel (by destination on the LMA, by source on the MAG), so a handover is one dict
-assignment. The kernel builds every outer header:
+assignment. The kernel builds every outer header, but for the UDP tunnel GSO bursts below:
 
 * IPv6 transport (RFC 5213 §6.10.2, RFC 5844 §3.1.3 Fig. 2): raw AF_INET6 sockets of
   protocol 41 (IPv6 in IPv6, RFC 2473) and 4 (IPv4 in IPv6);
@@ -32,6 +32,13 @@ Batching (configuration ``offload``; bench/dataplane_throughput.py measures each
 * ``gso``: a run of equal-sized packets for one IPv4-UDP tunnel (a cut super-packet's
   segments among them) leaves in one sendmsg with UDP_SEGMENT, the kernel cutting it
   into one datagram per inner packet;
+* ``tso`` and ``gso`` with UDP tunnel GSO (Linux 6.17; see :class:`.tun.UdpTunnelTap`):
+  a super-packet for an IPv4-UDP tunnel is not cut here at all. The forwarder puts one
+  outer IPv4 and UDP header in front of it (:func:`packet.udp_tunnel_gso_headers`) and
+  writes it to a TAP device; the kernel forwards it as one packet and cuts it into
+  datagrams, inner and outer headers and checksums each, only where a link needs it.
+  A forwarder that receives it whole (as veths pass it) writes it to its TUN device
+  with a GSO header, like any inner packet longer than the MTU;
 * ``gro``: UDP_GRO hands over up to 64 datagrams per recvmsg. A run that is one TCP
   flow's consecutive segments becomes one TUN write with a virtio-net GSO header
   (:func:`vector.merge_segments`, one numpy pass); anything else goes through the
@@ -153,7 +160,9 @@ class Forwarder:
         self._lens6: tuple[int, ...] = ()
         self._keepalive_due: dict[TunnelKey, float] = {}
         self.drops: Counter[str] = Counter()
-        # bursts handled whole: "segmented" TSO super-packets, "merged" GRO receives
+        # bursts handled whole: "segmented" TSO super-packets, "merged" GRO receives,
+        # "tunnel-gso" super-packets sent through the TAP device, "whole" inner
+        # super-packets received in one piece and written with a GSO header
         self.bursts: Counter[str] = Counter()
         self._stop = False
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -791,6 +800,7 @@ class Forwarder:
             if vnet is None:
                 out.append(p)
             elif self.tun.vnet:
+                self.bursts["whole"] += 1  # e.g. a UDP tunnel GSO burst, as veths pass it
                 out.append([vnet, p])
             else:
                 # segment_tcp sums each segment whole: the partial sum does not matter

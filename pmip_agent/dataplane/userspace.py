@@ -58,6 +58,7 @@ class UserspaceBackend:
         self.role = role
         self.settings = settings
         self.ipr = IPRouteThread()
+        self.gso_tap: UdpTunnelTap | None = None  # see _udp_tunnel_gso
         self.tun = Tun(settings.tun_name, vnet=settings.gro, tso=settings.tso)
         try:
             self.ifindex = self.ipr.link_lookup(ifname=self.tun.name)[0]
@@ -72,7 +73,6 @@ class UserspaceBackend:
             # CN behind the LMA, seen at the MAG): loose reverse-path filtering.
             sysctl(f"net/ipv4/conf/{self.tun.name}/rp_filter", 2)
             self.routes = RouteBatch()
-            self.gso_tap: UdpTunnelTap | None = None
             udp_tunnel_gso = self._udp_tunnel_gso(settings, local4)
             self.forwarder = Forwarder(
                 role,
