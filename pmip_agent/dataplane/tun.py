@@ -39,48 +39,48 @@ TUN_F_UDP_TUNNEL_GSO_CSUM = 0x100
 MAX_READ = 65535 + pk.VNET_HDR_LEN
 
 
-class Tun:
+def _open_device(name: str, flags: int, vnet_len: int, offload: int) -> tuple[int, str]:
+    """Create (or attach to) the TUN/TAP device ``name``: its fd and its actual name.
+    ``vnet_len`` > 0: with a virtio-net header of that size and ``offload``."""
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        ifr = struct.pack("16sH22x", name.encode(), flags | IFF_NO_PI)
+        actual = fcntl.ioctl(fd, TUNSETIFF, ifr)[:16].rstrip(b"\0").decode()
+        if vnet_len:
+            fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", vnet_len))
+            fcntl.ioctl(fd, TUNSETOFFLOAD, offload)
+    except OSError:
+        os.close(fd)
+        raise
+    return fd, actual
+
+
+class _Device:
+    fd: int
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class Tun(_Device):
     """One TUN device; its ``fd`` is read by one thread and written by another."""
 
     def __init__(self, name: str, vnet: bool, tso: bool) -> None:
         self.vnet = vnet or tso
-        self.fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-        try:
-            flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if self.vnet else 0)
-            ifr = struct.pack("16sH22x", name.encode(), flags)
-            self.name = fcntl.ioctl(self.fd, TUNSETIFF, ifr)[:16].rstrip(b"\0").decode()
-            if self.vnet:
-                fcntl.ioctl(self.fd, TUNSETVNETHDRSZ, struct.pack("i", pk.VNET_HDR_LEN))
-                offload = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 if tso else 0
-                fcntl.ioctl(self.fd, TUNSETOFFLOAD, offload)
-        except OSError:
-            os.close(self.fd)
-            raise
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        offload = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 if tso else 0
+        flags = IFF_TUN | (IFF_VNET_HDR if self.vnet else 0)
+        vnet_len = pk.VNET_HDR_LEN if self.vnet else 0
+        self.fd, self.name = _open_device(name, flags, vnet_len, offload)
 
 
-class UdpTunnelTap:
+class UdpTunnelTap(_Device):
     """A TAP device for UDP tunnel GSO writes (see the module's docstring). Raises
     OSError where the kernel has no such offload (before 6.17)."""
 
     def __init__(self, name: str) -> None:
-        self.fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-        try:
-            ifr = struct.pack("16sH22x", name.encode(), IFF_TAP | IFF_NO_PI | IFF_VNET_HDR)
-            self.name = fcntl.ioctl(self.fd, TUNSETIFF, ifr)[:16].rstrip(b"\0").decode()
-            fcntl.ioctl(self.fd, TUNSETVNETHDRSZ, struct.pack("i", pk.VNET_TNL_HDR_LEN))
-            offload = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
-            offload |= TUN_F_UDP_TUNNEL_GSO | TUN_F_UDP_TUNNEL_GSO_CSUM
-            fcntl.ioctl(self.fd, TUNSETOFFLOAD, offload)
-        except OSError:
-            os.close(self.fd)
-            raise
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        offload = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
+        offload |= TUN_F_UDP_TUNNEL_GSO | TUN_F_UDP_TUNNEL_GSO_CSUM
+        flags = IFF_TAP | IFF_VNET_HDR
+        self.fd, self.name = _open_device(name, flags, pk.VNET_TNL_HDR_LEN, offload)
