@@ -119,7 +119,11 @@ class UserspaceBackend:
         source, and reverse-path filtering must be off or loose for it."""
         if not (settings.tso and settings.gso) or local4 is None:
             return None
-        if Path("/proc/sys/net/ipv4/conf/all/rp_filter").read_text().strip() == "1":
+        try:
+            strict = Path("/proc/sys/net/ipv4/conf/all/rp_filter").read_text().strip() == "1"
+        except OSError:
+            strict = False  # unreadable: the TAP device's own setting is all there is
+        if strict:
             log.info("udp tunnel gso off: net.ipv4.conf.all.rp_filter is 1 (strict)")
             return None
         try:
