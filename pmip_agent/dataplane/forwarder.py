@@ -76,7 +76,7 @@ import numpy as np
 from ..core.events import Encapsulation
 from . import packet as pk
 from . import vector as vec
-from .tun import MAX_READ, Tun
+from .tun import MAX_READ, Tun, UdpTunnelTap
 from .tunnel import Prefix, TunnelKey
 
 log = logging.getLogger("pmip.dataplane")
@@ -128,7 +128,7 @@ class Forwarder:
         keepalive_s: float = 15.0,
         gso: bool = True,
         gro: bool = True,
-        udp_tunnel_gso: tuple[int, bytes] | None = None,
+        gso_tap: UdpTunnelTap | None = None,
     ) -> None:
         self.role = role
         self.tun = tun
@@ -140,8 +140,8 @@ class Forwarder:
         self.mtu = mtu
         self.mss4 = pk.mss_limit(mtu, 4)
         self.mss6 = pk.mss_limit(mtu, 6)
-        # (fd, MAC) of the TAP device for UDP tunnel GSO writes; see _tunnel_gso
-        self._gso_tap = udp_tunnel_gso if gso and local4 is not None else None
+        # the TAP device for UDP tunnel GSO writes (with tso, gso and local4); _tunnel_gso
+        self._gso_tap = gso_tap
         self._local4 = local4.packed if local4 is not None else b""
         self._ident = 0  # outer IPv4 identification of those writes
         # Which inner address picks (and polices) the tunnel: LMA by destination on the
@@ -466,7 +466,7 @@ class Forwarder:
         t = self._route_out(pkt)
         if t is None:
             return
-        if t.udp and self._gso_tap is not None and self._tunnel_gso(t, head, pkt):
+        if t.udp and self._gso_tap is not None and self._tunnel_gso(t, head, pkt, gso_size):
             return
         version = pkt[0] >> 4
         if gso_type & ~pk.GSO_ECN in (pk.GSO_TCPV4, pk.GSO_TCPV6):
@@ -479,18 +479,17 @@ class Forwarder:
         else:
             self.drops["unexpected-gso"] += 1
 
-    def _tunnel_gso(self, t: Tunnel, head: bytearray, pkt: memoryview) -> bool:
+    def _tunnel_gso(self, t: Tunnel, head: bytearray, pkt: memoryview, gso_size: int) -> bool:
         """Send a TSO super-packet into an IPv4-UDP tunnel whole: one TAP write with a
         UDP tunnel GSO header (:func:`packet.udp_tunnel_gso_headers`), the kernel cuts
         it into datagrams, in C, only where a link needs it. False when it does not
         apply; the caller then cuts the packet here."""
-        assert self._gso_tap is not None and t.dest is not None
-        fd, mac = self._gso_tap
-        gso_size = pk.VNET_HDR.unpack_from(head)[3]
+        tap = self._gso_tap
+        assert tap is not None and t.dest is not None
         ident = self._ident
         # TTL 65: this node's kernel forwards the frame and takes one off
         headers = pk.udp_tunnel_gso_headers(
-            head, pkt, mac, self._local4, socket.inet_aton(t.dest[0]),
+            head, pkt, tap.mac, self._local4, socket.inet_aton(t.dest[0]),
             (self.data_port, t.dest[1]), ident, 65,
         )  # fmt: skip
         if headers is None:
@@ -498,7 +497,7 @@ class Forwarder:
         segments = -(-len(pkt) // gso_size)
         self._ident = (ident + segments) & 0xFFFF  # the kernel numbers each segment
         try:
-            os.writev(fd, [headers, pkt])
+            os.writev(tap.fd, [headers, pkt])
         except OSError as exc:
             self.drops[f"tap-write-{errno.errorcode.get(exc.errno or 0, 'error')}"] += 1
             if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):

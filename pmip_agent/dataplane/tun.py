@@ -84,3 +84,4 @@ class UdpTunnelTap(_Device):
         offload |= TUN_F_UDP_TUNNEL_GSO | TUN_F_UDP_TUNNEL_GSO_CSUM
         flags = IFF_TAP | IFF_VNET_HDR
         self.fd, self.name = _open_device(name, flags, pk.VNET_TNL_HDR_LEN, offload)
+        self.mac = b""  # the frames' destination; the owner reads it once the device is up

@@ -73,7 +73,7 @@ class UserspaceBackend:
             # CN behind the LMA, seen at the MAG): loose reverse-path filtering.
             sysctl(f"net/ipv4/conf/{self.tun.name}/rp_filter", 2)
             self.routes = RouteBatch()
-            udp_tunnel_gso = self._udp_tunnel_gso(settings, local4)
+            self.gso_tap = self._udp_tunnel_gso(settings, local4)
             self.forwarder = Forwarder(
                 role,
                 self.tun,
@@ -85,7 +85,7 @@ class UserspaceBackend:
                 keepalive_s=settings.keepalive_s,
                 gso=settings.gso,
                 gro=settings.gro,
-                udp_tunnel_gso=udp_tunnel_gso,
+                gso_tap=self.gso_tap,
             )
         except BaseException:
             if self.gso_tap is not None:
@@ -110,10 +110,10 @@ class UserspaceBackend:
 
     def _udp_tunnel_gso(
         self, settings: UserspaceSettings, local4: IPv4Address | None
-    ) -> tuple[int, bytes] | None:
+    ) -> UdpTunnelTap | None:
         """With tso and gso, a TAP device for UDP tunnel GSO writes (see
-        :class:`~pmip_agent.dataplane.tun.UdpTunnelTap`): (its fd, its MAC address), or
-        None where the kernel or the host's settings rule it out; the forwarder then
+        :class:`~pmip_agent.dataplane.tun.UdpTunnelTap`), its MAC address read, or None
+        where the kernel or the host's settings rule it out; the forwarder then
         cuts IPv4-UDP bursts itself. The frames enter the IP stack as if received on the
         TAP, from this node's own address, and are forwarded: the TAP accepts a local
         source, and reverse-path filtering must be off or loose for it."""
@@ -146,8 +146,8 @@ class UserspaceBackend:
             tap.close()
             log.warning("udp tunnel gso off: setting up the TAP device failed: %s", exc)
             return None
-        self.gso_tap = tap
-        return tap.fd, bytes.fromhex(mac.replace(":", ""))
+        tap.mac = bytes.fromhex(mac.replace(":", ""))
+        return tap
 
     # --- TunnelBackend ---------------------------------------------------------------
 
