@@ -47,8 +47,6 @@ Writes build/bench/dhcp_attach.json (``--quick``: dhcp_attach.quick.json). Needs
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import gc
 import json
 import math
@@ -56,11 +54,9 @@ import os
 import random
 import shutil
 import socket
-import struct
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -82,13 +78,12 @@ from common import (  # noqa: E402
     write_json,
 )
 from daemon_lab import Daemon  # noqa: E402
+from frame_capture import MAGIC, Seen, Sniffer, in_netns, options_of  # noqa: E402
 from netns import Lab, require_root_netns, wait_for  # noqa: E402
 from scapy.layers.dhcp import BOOTP, DHCP  # noqa: E402
 
 NAME = "dhcp_attach"
-CLONE_NEWNET = 0x4000_0000
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
-_libc = ctypes.CDLL(None, use_errno=True)
 
 FLOWS = ("flow2-lma", "flow3-relay", "direct-kea")
 LMA_POOL = IPv4Network("10.10.0.0/24")  # the lab LMA's pool1
@@ -99,31 +94,6 @@ DIRECT_KEA_ADDR = "192.0.2.1"
 DIRECT_POOL = "192.0.2.10 - 192.0.2.250"
 EXPECTED_NET = {"flow2-lma": LMA_POOL, "flow3-relay": KEA_RELAY_NET, "direct-kea": DIRECT_NET}
 GOAL_RATIO = 2.0  # issue 5: within 2x the direct lease
-MAGIC = b"c\x82Sc"
-
-
-# --- namespaces -------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def in_netns(name: str) -> Iterator[None]:
-    """Run the body in network namespace ``name`` (this thread only): sockets made here
-    stay in it after we switch back."""
-    own = os.open("/proc/self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({name}): {os.strerror(err)}")
-        try:
-            yield
-        finally:
-            if _libc.setns(own, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"setns back: {os.strerror(err)}")
-    finally:
-        os.close(own)
-        os.close(target)
 
 
 # --- the lab ----------------------------------------------------------------------------
@@ -243,23 +213,6 @@ def add_profiles(n: int) -> None:
 
 
 # --- the client -------------------------------------------------------------------------
-
-
-def options_of(data: bytes) -> dict[int, bytes]:
-    """DHCP options of a BOOTP message (no overload handling: none of ours use it)."""
-    out: dict[int, bytes] = {}
-    i = 240
-    while i < len(data):
-        code = data[i]
-        if code == 255:
-            break
-        if code == 0:
-            i += 1
-            continue
-        length = data[i + 1]
-        out.setdefault(code, data[i + 2 : i + 2 + length])
-        i += 2 + length
-    return out
 
 
 def option_offset(data: bytes, code: int) -> int:
@@ -390,80 +343,6 @@ class MnClient:
 
 
 # --- where the time goes: kernel timestamps on the MAG's (and Kea's) interfaces ----------
-
-ETH_P_ALL = 0x0003
-PACKET_OUTGOING = 4
-SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-DHCP_KINDS = {1: "DISCOVER", 2: "OFFER", 3: "REQUEST", 5: "ACK", 6: "NAK", 7: "RELEASE"}
-
-
-@dataclass(frozen=True, order=True)
-class Seen:
-    ts: float  # CLOCK_REALTIME of the capture, seconds
-    ifname: str
-    out: bool  # sent by this namespace (PACKET_OUTGOING), else received
-    kind: str  # DISCOVER ... RELEASE, PBU, PBA
-    key: int  # DHCP xid, or the mobility header's sequence number
-
-
-def classify(frame: bytes) -> tuple[str, int] | None:
-    """A DHCP message or a PBU/PBA in an Ethernet frame, else None."""
-    ethertype = int.from_bytes(frame[12:14], "big")
-    if ethertype == 0x0800 and len(frame) > 34 and frame[23] == 17:
-        ip = frame[14:]
-        udp = ip[(ip[0] & 0x0F) * 4 :]
-        ports = {int.from_bytes(udp[0:2], "big"), int.from_bytes(udp[2:4], "big")}
-        bootp = udp[8:]
-        if ports <= {67, 68} and len(bootp) >= 240 and bootp[236:240] == MAGIC:
-            kind = DHCP_KINDS.get(options_of(bootp).get(53, b"\0")[0])
-            if kind is not None:
-                return kind, int.from_bytes(bootp[4:8], "big")
-    elif ethertype == 0x86DD and len(frame) >= 62 and frame[20] == 135:
-        mh = frame[54:]
-        if mh[2] in (5, 6):
-            return ("PBU" if mh[2] == 5 else "PBA"), int.from_bytes(mh[6:8], "big")
-    return None
-
-
-class Sniffer:
-    """AF_PACKET sockets on some interfaces of one namespace. They are read only between
-    attaches (the kernel queues and timestamps the frames), so nothing competes with the
-    client while an attach is timed."""
-
-    def __init__(self, ns: str, ifnames: tuple[str, ...]) -> None:
-        self.socks: dict[str, socket.socket] = {}
-        with in_netns(ns):
-            for ifname in ifnames:
-                s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-                s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-                s.bind((ifname, ETH_P_ALL))
-                s.setblocking(False)
-                self.socks[ifname] = s
-
-    def drain(self) -> list[Seen]:
-        seen = []
-        for ifname, s in self.socks.items():
-            while True:
-                try:
-                    frame, anc, _flags, addr = s.recvmsg(4096, 64)
-                except BlockingIOError:
-                    break
-                found = classify(frame)
-                if found is None:
-                    continue
-                ts = math.nan
-                for level, kind, value in anc:
-                    if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                        sec, nsec = struct.unpack("qq", value[:16])
-                        ts = sec + nsec * 1e-9
-                seen.append(Seen(ts, ifname, addr[2] == PACKET_OUTGOING, *found))
-        return sorted(seen)
-
-    def close(self) -> None:
-        for s in self.socks.values():
-            s.close()
-
 
 # Segments per flow: (label, (iface, out, kind) from, (iface, out, kind) to). DHCP kinds
 # match the attach's xid; PBU/PBA are the ones seen during the attach.

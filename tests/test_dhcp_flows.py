@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from dhcp_lab import MNS, DhcpLab, mn_python
+from frame_capture import Sniffer
 from netns import Lab, wait_for
 
 pytestmark = pytest.mark.netns
@@ -58,11 +59,35 @@ def test_static_flow(dhcp_lab: DhcpLab, client: str) -> None:
 def test_dhcp_server_flow_through_relay(dhcp_lab: DhcpLab) -> None:
     """Figure 3: the MAG relays to Kea with giaddr and option 82 (circuit-id, remote-id,
     link-selection = the MN's home prefix). Kea's only pool is guarded by that hint, so a
-    lease from it proves the hint arrived. The MAG reports the offered HoA in a PBU and
-    passes the OFFER on only after the LMA anchored it."""
+    lease from it proves the hint arrived. The MAG passes the server's OFFER on and, in
+    the same breath, reports the offered HoA in a PBU (seed §3.1, "meanwhile"); the
+    server's ACK reaches the MN only after the LMA anchored the address.
+
+    The order on the wire, from kernel timestamps on MAG1's interfaces: the OFFER leaves
+    for the MN before the PBU leaves for the LMA (see MagService.flush), and the ACK
+    after the PBA came back."""
     mn = "dhcp@example.net"
     ns = dhcp_lab.attach_mn(mn)
-    lease = dhcp_lab.client(ns, "udhcpc", "udhcpc-dhcp")
+    sniffer = Sniffer(dhcp_lab.ns_mag["mag1"], ("acc1", "tr0", "k0"))
+    try:
+        lease = dhcp_lab.client(ns, "udhcpc", "udhcpc-dhcp")
+        seen = sniffer.drain()
+    finally:
+        sniffer.close()
+
+    def first(ifname: str, out: bool, kind: str, after: float = 0.0) -> float:
+        times = [s.ts for s in seen if (s.ifname, s.out, s.kind) == (ifname, out, kind)]
+        later = [t for t in times if t > after]
+        assert later, f"no {kind} {'out on' if out else 'in on'} {ifname} after {after}: {seen}"
+        return later[0]
+
+    offer_in = first("k0", False, "OFFER")
+    offer_out = first("acc1", True, "OFFER", after=offer_in)
+    pbu_out = first("tr0", True, "PBU", after=offer_in)
+    assert offer_out < pbu_out, "the PBU went out before the MN's OFFER"
+    pba_in = first("tr0", False, "PBA", after=pbu_out)
+    ack_out = first("acc1", True, "ACK", after=offer_out)
+    assert ack_out > pba_in, "the MN got its ACK before the LMA anchored the address"
     assert _in(lease["ip"], "10.50.0.0/24") and int(lease["ip"].split(".")[-1]) >= 100
     assert lease["router"] == "10.50.0.1"
     binding = dhcp_lab.lma_binding(mn)
