@@ -39,6 +39,15 @@ from pmip_agent.wire.constants import Status
 MN_LMA3 = b"mn-lma3@example.net"
 MN_V4B = b"mn-v4onlb@example.net"
 MNS = (MN_LMA, MN_LMA2, MN_LMA3, MN_V4ONLY, MN_V4B, MN_STATIC, MN_DHCP, MN_V6ONLY, MN_UNKNOWN)
+# None, or one of three identifiers: two of one length (one shape, masked octets differ),
+# one of another length (another shape).
+LINK_LAYER_IDS: list[tuple[MnLinkLayerId, ...]] = [
+    (),
+    (),
+    (MnLinkLayerId(b"\x02\0\0\0\0\x01"),),
+    (MnLinkLayerId(b"\x02\0\0\0\0\x02"),),
+    (MnLinkLayerId(b"\x02\0\0\0\0\0\0\x03"),),
+]
 
 
 def _profiles() -> dict[bytes, MnProfile]:
@@ -145,7 +154,7 @@ def test_fast_paths_answer_exactly_as_the_full_path(data: st.DataObject) -> None
             ipv4=_hoa_choice(data.draw, fast, mn),
             profile=profile,
             flags=data.draw(st.sampled_from([BuFlags.A | BuFlags.P] * 4 + [BuFlags.P])),
-            extra=data.draw(st.sampled_from([(), (), (MnLinkLayerId(b"\x02\0\0\0\0\x01"),)])),
+            extra=data.draw(st.sampled_from(LINK_LAYER_IDS)),
         )
         raw = encode(msg)
         if data.draw(st.integers(0, 9)) == 0:  # a damaged copy: strict decode must see it
@@ -190,6 +199,38 @@ def test_second_mn_of_a_kind_is_registered_and_refreshed_without_decoding(monkey
     got = _register(fast, MN_LMA3, 3, T0 + 3, **refresh)
     assert len(decodes) == learnt
     assert got == _register(slow, MN_LMA3, 3, T0 + 3, **refresh)
+
+
+def test_mns_with_their_own_link_layer_ids_share_one_template(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A MAG names each MN's interface (RFC 5213 §8.6), so no two new MNs send the same
+    octets; the identifier is masked like the MN-ID, and the PBA echoes each MN's own.
+    A refresh naming another interface is an update: the full path's, not the template's."""
+    fast, slow = _pair()
+    decodes = []
+    real_decode = lma_module.decode
+    monkeypatch.setattr(lma_module, "decode", lambda *a: decodes.append(1) or real_decode(*a))
+    llid2, llid3 = MnLinkLayerId(b"\x02\0\0\0\0\x02"), MnLinkLayerId(b"\x02\0\0\0\0\x03")
+    for lma in (fast, slow):
+        _register(lma, MN_LMA2, 1, T0, ipv4="0.0.0.0", extra=(llid2,))
+    decodes.clear()
+    got = _register(fast, MN_LMA3, 1, T0 + 1, ipv4="0.0.0.0", extra=(llid3,))
+    assert not decodes
+    assert got == _register(slow, MN_LMA3, 1, T0 + 1, ipv4="0.0.0.0", extra=(llid3,))
+    assert llid3 in decode(got).options
+    assert fast.binding(MN_LMA3).link_layer_id == llid3.identifier  # type: ignore[union-attr]
+    bound = fast.binding(MN_LMA3)
+    refresh = {"ipv4": str(bound.ipv4_hoa), "hnps": bound.hnps}  # type: ignore[union-attr]
+    for lma in (fast, slow):
+        _register(lma, MN_LMA3, 2, T0 + 2, extra=(llid3,), **refresh)  # learns the refresh
+    moved = encode(pbu(MN_LMA3, seq=3, ts=T0 + 3, extra=(llid2,), **refresh))
+    decodes.clear()
+    fast.receive_ipv6(moved, MAG1, T0 + 3)
+    assert decodes == [1]  # the full path
+    slow.receive_ipv6(moved, MAG1, T0 + 3)
+    got_fast, got_slow = _drain(fast), _drain(slow)
+    assert got_fast == got_slow
+    assert got_fast[1][0].change == "updated"  # type: ignore[attr-defined]
+    assert fast.binding(MN_LMA3).link_layer_id == llid2.identifier  # type: ignore[union-attr]
 
 
 def test_exhausted_pool_still_gets_the_full_path_reject() -> None:

@@ -26,12 +26,13 @@ from pmip_agent.wire import (
     Ipv4HoaRequest,
     Ipv4HomeAddress,
     MnIdentifier,
+    MnLinkLayerId,
     Timestamp,
     decode,
     encode,
 )
 
-DECODED = {"flags": 0, "lifetime": 0, "wire_profile": None, "att": 0, "llid": None}
+DECODED = {"flags": 0, "lifetime": 0, "wire_profile": None, "att": 0}
 
 others = option_lists(
     st.one_of(handoff_indicators, access_tech_types, mn_link_layer_ids, unknown_options),
@@ -67,6 +68,7 @@ def _masked(shape, raw: bytes) -> set[int]:  # type: ignore[no-untyped-def]
     spans = [(4, 2), (6, 2), (15, raw[13] - 1), (shape.ts, 8)]
     spans += [(shape.hnp, 16)] if shape.hnp else []
     spans += [(shape.v4, 4)] if shape.v4 else []
+    spans += [(shape.llid, shape.llid_len)] if shape.llid else []
     return {o + i for o, n in spans for i in range(n)}
 
 
@@ -93,6 +95,9 @@ def test_masked_fields_change_values_never_the_decoding(msg: BindingUpdate, data
     for old, new in zip(msg.options, got.options, strict=True):
         if type(old) in (HomeNetworkPrefix, Ipv4HoaRequest, Ipv4HomeAddress):
             assert old.prefix_len == new.prefix_len  # type: ignore[attr-defined]
+        elif type(old) is MnLinkLayerId:
+            ends = (shape.llid, shape.llid + shape.llid_len)
+            assert new.identifier == variant[ends[0] : ends[1]]  # type: ignore[attr-defined]
         elif type(old) not in (MnIdentifier, Timestamp):
             assert old == new
     # Any octet outside the masked fields changed: not this shape any more.

@@ -622,12 +622,14 @@ class LmaEngine:
         hnps: tuple[Prefix6, ...] = ()
         if shape.hnp:
             hnps = (hnp_pool.allocate(),)  # type: ignore[union-attr,assignment]
+        llid = mh[shape.llid : shape.llid + shape.llid_len] if shape.llid else None
         pba = template.build(
             mh[6:8],
             mn_id,
             stamp,
             hnps[0][0].packed if hnps else None,
             hoa.packed if hoa is not None else None,
+            llid,
         )
         if pba is None:  # cannot happen: a stored template was checked against this shape
             if hoa is not None:
@@ -655,7 +657,7 @@ class LmaEngine:
             ts,
             shape.wire_profile,
             shape.att,
-            shape.llid,
+            llid,
         )
         entry.refresh = template
         self._cache[mn_id] = entry
@@ -688,6 +690,11 @@ class LmaEngine:
         ts = int.from_bytes(stamp, "big")
         if ts <= entry.last_timestamp or abs(ts / 65536 - now) > self.settings.timestamp_window_s:
             return False  # the full path answers with 156 or 157
+        llid = None
+        if shape.llid:  # another identifier is another interface: the full path's update
+            llid = mh[shape.llid : shape.llid + shape.llid_len]
+            if llid != entry.link_layer_id:
+                return False
         hnp = hoa = None
         if shape.hnp:
             hnp = entry.hnps[0][0].packed
@@ -699,7 +706,7 @@ class LmaEngine:
             asked = mh[shape.v4 : shape.v4 + 4]
             if asked != hoa and asked != ZERO4_BYTES:
                 return False
-        pba = template.build(mh[6:8], entry.mn_id, stamp, hnp, hoa)
+        pba = template.build(mh[6:8], entry.mn_id, stamp, hnp, hoa, llid)
         if pba is None:
             return False
         entry.last_sequence = (mh[6] << 8) | mh[7]
@@ -726,7 +733,6 @@ class LmaEngine:
                 "lifetime": pbu.msg.lifetime,
                 "wire_profile": pbu.profile,
                 "att": pbu.att.value,  # type: ignore[union-attr]
-                "llid": pbu.llid.identifier if pbu.llid else None,
             },
         )
         if shape is None:
@@ -741,7 +747,8 @@ class LmaEngine:
         hnp = entry.hnps[0][0].packed if entry.hnps else None
         hoa = entry.ipv4_hoa.packed if entry.ipv4_hoa is not None and shape.v4 else None
         stamp = raw[shape.ts : shape.ts + 8]
-        if template.build(raw[6:8], entry.mn_id, stamp, hnp, hoa) != pba:  # type: ignore[union-attr]
+        llid = raw[shape.llid : shape.llid + shape.llid_len] if shape.llid else None
+        if template.build(raw[6:8], entry.mn_id, stamp, hnp, hoa, llid) != pba:  # type: ignore[union-attr]
             return
         entry.refresh = template
         room = len(shape.templates) < MAX_TEMPLATES_PER_SHAPE or kind in shape.templates

@@ -2,15 +2,18 @@
 
 A PBU *shape* is a Proxy Binding Update with its variable fields masked out: sequence
 number, checksum, MN identifier octets (not their length or subtype), timestamp value, the
-HNP's 16 prefix octets and the IPv4 address of the IPv4 HoA Request / Home Address option.
+HNP's 16 prefix octets, the MN link-layer identifier's octets (not its length) and the IPv4
+address of the IPv4 HoA Request / Home Address option. A MAG that names each MN's interface
+(RFC 5213 §8.6) sends every new MN in a shape of its own without the last mask.
 Decoding accepts any value in those fields, so a message whose unmasked octets equal those
 of a PBU the strict decoder once accepted decodes to the same options with the new values:
 no strictness rule is skipped by recognising the shape instead of decoding it.
 
 A *PBA template* is an acknowledgement the full path once produced for one shape and one
 kind of policy profile, with the offsets of the fields that vary per MN (sequence number,
-MN identifier, timestamp, HNP, IPv4 home address). Templates are shared by every binding
-that was answered with them: a binding keeps a reference, not its own bytes.
+MN identifier, HNP, link-layer identifier, timestamp, IPv4 home address). Templates are
+shared by every binding that was answered with them: a binding keeps a reference, not its
+own bytes.
 
 Everything here is plain bytes and offsets; the LMA engine decides when a template may be
 used, and checks every template against a full-path answer before trusting it.
@@ -21,7 +24,7 @@ from __future__ import annotations
 from operator import itemgetter
 from typing import Any
 
-MN_ID_TYPE, TIMESTAMP_TYPE, HNP_TYPE = 8, 27, 22
+MN_ID_TYPE, TIMESTAMP_TYPE, HNP_TYPE, LLID_TYPE = 8, 27, 22, 25
 IPV4_REQUEST_TYPES = (36, 29)  # IPv4 HoA Request (RFC 5844), IPv4 Home Address (draft)
 IPV4_REPLY_TYPES = (37, 30)  # IPv4 HoA Reply (RFC 5844), IPv4 Address Ack (draft)
 ZERO4 = bytes(4)
@@ -64,6 +67,7 @@ class PbuShape:
         "length",
         "lifetime",
         "llid",
+        "llid_len",
         "tail",
         "templates",
         "ts",
@@ -72,12 +76,22 @@ class PbuShape:
     )
 
     def __init__(
-        self, mh: bytes, ts: int, hnp: int, hnp_plen: int, v4: int, decoded: dict[str, Any]
+        self,
+        mh: bytes,
+        ts: int,
+        hnp: int,
+        hnp_plen: int,
+        v4: int,
+        llid: int,
+        decoded: dict[str, Any],
     ) -> None:
         self.head = shape_head(mh)
         self.length = len(mh)
         self.ts, self.hnp, self.hnp_plen, self.v4 = ts, hnp, hnp_plen, v4  # 0: not present
-        masked = sorted((o, n) for o, n in ((ts, 8), (hnp, 16), (v4, 4)) if o)
+        # The identifier's octets; its length (and so the option's) is part of the shape.
+        self.llid, self.llid_len = llid, (mh[llid - 3] - 2 if llid else 0)
+        fields = ((ts, 8), (hnp, 16), (v4, 4), (llid, self.llid_len))
+        masked = sorted((o, n) for o, n in fields if o)
         # The head again (so one comparison checks all), then what follows the identifier.
         cuts, start = [slice(0, 4), slice(8, 15)], 14 + mh[13]
         for offset, size in masked:
@@ -90,7 +104,6 @@ class PbuShape:
         self.lifetime: int = decoded["lifetime"]
         self.wire_profile = decoded["wire_profile"]
         self.att: int = decoded["att"]
-        self.llid: bytes | None = decoded["llid"]
         self.templates: dict[object, PbaTemplate] = {}
 
     def matches(self, mh: bytes) -> bool:
@@ -126,18 +139,21 @@ class ShapeBook:
         offsets = option_offsets(mh)
         stamps, hnps = offsets.get(TIMESTAMP_TYPE, ()), offsets.get(HNP_TYPE, ())
         requests = [o for t in IPV4_REQUEST_TYPES for o in offsets.get(t, ())]
+        llids = offsets.get(LLID_TYPE, ())
         if len(stamps) != 1 or len(hnps) > 1 or len(requests) > 1:
             return None
         ts = stamps[0] + 2
         hnp = hnps[0] + 4 if hnps else 0
         v4 = requests[0] + 4 if requests else 0
+        llid = llids[0] + 4 if len(llids) == 1 else 0  # several: kept whole in the shape
         hnp_plen = mh[hnps[0] + 3] if hnps else 0
         found = self.find(mh)
         if found is not None:
-            return found if (found.ts, found.hnp, found.v4) == (ts, hnp, v4) else None
+            same = (found.ts, found.hnp, found.v4, found.llid) == (ts, hnp, v4, llid)
+            return found if same else None
         if self.count >= MAX_SHAPES:
             return None
-        shape = PbuShape(mh, ts, hnp, hnp_plen, v4, decoded)
+        shape = PbuShape(mh, ts, hnp, hnp_plen, v4, llid, decoded)
         self._by_head.setdefault(shape.head, []).append(shape)
         self.count += 1
         return shape
@@ -146,19 +162,28 @@ class ShapeBook:
 class PbaTemplate:
     """A PBA for one (shape, profile kind): its constant runs of octets between the per-MN
     fields, which lie in the order the LMA writes them (sequence number, MN identifier,
-    HNP, timestamp, IPv4 home address)."""
+    HNP, link-layer identifier, timestamp, IPv4 home address)."""
 
-    __slots__ = ("generation", "hnp", "mn_id_len", "pieces", "shape", "v4")
+    __slots__ = ("generation", "hnp", "llid_len", "mn_id_len", "pieces", "shape", "v4")
 
     def __init__(
-        self, shape: PbuShape, data: bytes, generation: int, mn_id: int, ts: int, hnp: int, v4: int
+        self,
+        shape: PbuShape,
+        data: bytes,
+        generation: int,
+        mn_id: int,
+        ts: int,
+        hnp: int,
+        v4: int,
+        llid: int,
     ) -> None:
         self.shape = shape
         self.generation = generation
         self.mn_id_len = shape.head[-2] - 1  # the option's length counts the subtype octet
         self.hnp, self.v4 = bool(hnp), bool(v4)
-        fields = [(8, 2), (mn_id, self.mn_id_len), (hnp, 16 if hnp else 0), (ts, 8)]
-        fields.append((v4, 4 if v4 else 0))
+        self.llid_len = shape.llid_len  # 0: the PBU had none, so the PBA echoes none
+        fields = [(8, 2), (mn_id, self.mn_id_len), (hnp, 16 if hnp else 0)]
+        fields += [(llid, self.llid_len), (ts, 8), (v4, 4 if v4 else 0)]
         pieces, start = [], 0
         for offset, size in fields:
             if size:
@@ -176,34 +201,59 @@ class PbaTemplate:
         ids = offsets.get(MN_ID_TYPE, ())
         stamps = offsets.get(TIMESTAMP_TYPE, ())
         hnps = offsets.get(HNP_TYPE, ())
+        llids = offsets.get(LLID_TYPE, ())
         replies = [o for t in IPV4_REPLY_TYPES for o in offsets.get(t, ())]
         if (
             len(ids) != 1
             or pba[ids[0] + 1] != shape.head[-2]
             or len(stamps) != 1
             or len(hnps) != (1 if shape.hnp else 0)
+            or len(llids) != (1 if shape.llid else 0)
+            or (llids and pba[llids[0] + 1] - 2 != shape.llid_len)
             or len(replies) > 1
         ):
             return None
         mn_id, ts = ids[0] + 3, stamps[0] + 2
         hnp = hnps[0] + 4 if hnps else 0
+        llid = llids[0] + 4 if llids else 0
         v4 = replies[0] + 4 if replies else 0
-        present = [o for o in (10, mn_id, hnp, ts, v4) if o]
+        present = [o for o in (10, mn_id, hnp, llid, ts, v4) if o]
         if present != sorted(present) or (v4 and v4 < ts + 8):
             return None  # not the order the LMA writes: no template
-        return cls(shape, pba, generation, mn_id, ts, hnp, v4)
+        return cls(shape, pba, generation, mn_id, ts, hnp, v4, llid)
 
     def build(
-        self, sequence: bytes, mn_id: bytes, stamp: bytes, hnp: bytes | None, hoa: bytes | None
+        self,
+        sequence: bytes,
+        mn_id: bytes,
+        stamp: bytes,
+        hnp: bytes | None,
+        hoa: bytes | None,
+        llid: bytes | None = None,
     ) -> bytes | None:
         """This PBA for another MN; None when the values do not fit the template."""
         if (
             len(mn_id) != self.mn_id_len
             or (hnp is not None) is not self.hnp
             or (hoa is not None) is not self.v4
+            or (len(llid) if llid is not None else 0) != self.llid_len
         ):
             return None
         p = self.pieces
         return b"".join(
-            (p[0], sequence, p[1], mn_id, p[2], hnp or b"", p[3], stamp, p[4], hoa or b"", p[5])
+            (
+                p[0],
+                sequence,
+                p[1],
+                mn_id,
+                p[2],
+                hnp or b"",
+                p[3],
+                llid or b"",
+                p[4],
+                stamp,
+                p[5],
+                hoa or b"",
+                p[6],
+            )
         )
