@@ -13,6 +13,7 @@ from engine_helpers import (
     MAG1,
     MAG2,
     MN_DHCP,
+    MN_DHCP2,
     MN_LMA,
     MN_LMA2,
     MN_STATIC,
@@ -38,7 +39,21 @@ from pmip_agent.wire.constants import Status
 # Same identifier length as MN_LMA2 and MN_V4ONLY's siblings: they share PBU shapes.
 MN_LMA3 = b"mn-lma3@example.net"
 MN_V4B = b"mn-v4onlb@example.net"
-MNS = (MN_LMA, MN_LMA2, MN_LMA3, MN_V4ONLY, MN_V4B, MN_STATIC, MN_DHCP, MN_V6ONLY, MN_UNKNOWN)
+MN_DHCP3 = b"mn-dhcp3@example.net"  # and MN_DHCP2: HoAs from a DHCP server, one shape
+MN_DHCP4 = b"mn-dhcp4@example.net"  # the same shape again, not among MNS
+MNS = (
+    MN_LMA,
+    MN_LMA2,
+    MN_LMA3,
+    MN_V4ONLY,
+    MN_V4B,
+    MN_STATIC,
+    MN_DHCP,
+    MN_DHCP2,
+    MN_DHCP3,
+    MN_V6ONLY,
+    MN_UNKNOWN,
+)
 # None, or one of three identifiers: two of one length (one shape, masked octets differ),
 # one of another length (another shape).
 LINK_LAYER_IDS: list[tuple[MnLinkLayerId, ...]] = [
@@ -54,6 +69,8 @@ def _profiles() -> dict[bytes, MnProfile]:
     profiles = default_profiles()
     profiles[MN_LMA3] = MnProfile(MN_LMA3, Ipv4Mode.LMA)
     profiles[MN_V4B] = MnProfile(MN_V4B, Ipv4Mode.LMA, ipv6=False)
+    profiles[MN_DHCP3] = replace(profiles[MN_DHCP2], mn_id=MN_DHCP3)
+    profiles[MN_DHCP4] = replace(profiles[MN_DHCP2], mn_id=MN_DHCP4)
     return profiles
 
 
@@ -92,7 +109,7 @@ def _same_state(fast: LmaEngine, slow: LmaEngine, now: float) -> None:
 
 def _hoa_choice(draw: st.DrawFn, fast: LmaEngine, mn: bytes) -> str | None:
     bound = fast.binding(mn)
-    options = [None, "0.0.0.0", "10.1.0.3", str(STATIC_HOA), "10.20.0.9"]
+    options = [None, "0.0.0.0", "10.1.0.3", str(STATIC_HOA), "10.20.0.9", "10.20.0.10"]
     if bound is not None and bound.ipv4_hoa is not None:
         options += [str(bound.ipv4_hoa)] * 3
     return draw(st.sampled_from(options))
@@ -231,6 +248,44 @@ def test_mns_with_their_own_link_layer_ids_share_one_template(monkeypatch) -> No
     assert got_fast == got_slow
     assert got_fast[1][0].change == "updated"  # type: ignore[attr-defined]
     assert fast.binding(MN_LMA3).link_layer_id == llid2.identifier  # type: ignore[union-attr]
+
+
+def test_mns_with_server_assigned_addresses_share_one_template(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Seed §3.1, Figure 3: the MAG reports the address the DHCP server assigned. The
+    second MN of a shape is anchored from the template after the same checks (inside the
+    profile's DHCP prefix, outside the LMA's pools, held by no other MN); an address that
+    fails one, or a refresh asking for "any" address, gets the full path's answer."""
+    fast, slow = _pair()
+    decodes = []
+    real_decode = lma_module.decode
+    monkeypatch.setattr(lma_module, "decode", lambda *a: decodes.append(1) or real_decode(*a))
+    for lma in (fast, slow):
+        _register(lma, MN_DHCP2, 1, T0, ipv4="10.20.0.9")
+    decodes.clear()
+    got = _register(fast, MN_DHCP3, 1, T0 + 1, ipv4="10.20.0.10")
+    assert not decodes
+    assert got == _register(slow, MN_DHCP3, 1, T0 + 1, ipv4="10.20.0.10")
+    assert decode(got).status == Status.ACCEPTED
+    assert sorted(fast.bindings()) == sorted(slow.bindings())
+    bound = fast.binding(MN_DHCP3)
+    assert bound is not None and str(bound.ipv4_hoa) == "10.20.0.10"
+    assert bound.ipv4_source == "dhcp-server"
+    for lma in (fast, slow):  # teaches the refresh template
+        _register(lma, MN_DHCP3, 2, T0 + 2, ipv4="10.20.0.10", hnps=bound.hnps)
+    refused = [
+        (MN_DHCP3, "0.0.0.0"),  # a refresh naming no address
+        (MN_DHCP4, "10.20.0.10"),  # MN_DHCP3's
+        (MN_DHCP4, "10.1.0.3"),  # outside the DHCP prefix (in the LMA's pool)
+        (MN_DHCP4, "0.0.0.0"),  # RFC 5844 status 132 when nothing was assigned
+    ]
+    for seq, (mn, asked) in enumerate(refused, start=3):
+        decodes.clear()
+        now = T0 + seq
+        raw = encode(pbu(mn, seq=seq, ts=now, ipv4=asked, hnps=bound.hnps))
+        out = _both(fast, slow, raw, MAG1, now)
+        assert decodes == [1, 1], (mn, asked)  # both engines took the full path
+        assert decode(out[0][0]).status != Status.ACCEPTED, (mn, asked)
+        _same_state(fast, slow, now)
 
 
 def test_exhausted_pool_still_gets_the_full_path_reject() -> None:

@@ -122,12 +122,16 @@ def _mapped(v4: IPv4Address) -> IPv6Address:
 
 def _profile_kind(profile: MnProfile) -> tuple[object, ...]:
     """What of a profile a PBA template depends on: profiles alike share templates. (The
-    mode only as "LMA-allocated or not": templates are made for LMA mode or for PBUs
-    without an IPv4 request, whose answer no mode changes; and Enum hashing is slow.)"""
+    mode only as "LMA-allocated or not", and the DHCP server's prefix and router for that
+    mode: templates are made for LMA and DHCP-server mode or for PBUs without an IPv4
+    request, whose answer no mode changes; and Enum hashing is slow.)"""
+    if profile.ipv4_mode is Ipv4Mode.DHCP_SERVER:
+        return (False, profile.ipv6, None, profile.dhcp_prefix, profile.ipv4_default_router)
     return (profile.ipv4_mode is Ipv4Mode.LMA, profile.ipv6, profile.ipv4_pool)
 
 
 _LMA_SOURCE = str(Ipv4Mode.LMA)
+_DHCP_SOURCE = str(Ipv4Mode.DHCP_SERVER)
 
 
 _RESTORED = -1  # timer_generation of an entry armed in the restored list (never reached by +1)
@@ -607,18 +611,35 @@ class LmaEngine:
         ):
             return False
         hoa = pool = None
+        plen, router, source = 0, None, None
         if shape.v4:
-            if mh[shape.v4 : shape.v4 + 4] != ZERO4_BYTES:
-                return False
-            pool = self.pools.get(profile.ipv4_pool)
-            if pool is None:
-                return False
-            claim = self._by_hoa.setdefault  # claimed now: nothing below can fail
-            hoa = pool.allocate()
-            while hoa is not None and claim(hoa, mn_id) != mn_id:
-                hoa = pool.allocate()  # a static HoA inside the pool: leave it taken
-            if hoa is None:
-                return False  # the full path answers "exhausted"
+            asked = mh[shape.v4 : shape.v4 + 4]
+            if profile.ipv4_mode is Ipv4Mode.DHCP_SERVER:  # seed §3.1: the server's choice
+                hoa = IPv4Address(asked)
+                prefix = profile.dhcp_prefix
+                if (
+                    prefix is None
+                    or hoa not in prefix
+                    or hoa == ZERO4
+                    or self._by_hoa.get(hoa) is not None  # a new MN holds none
+                    or self.pools.owner_pool(hoa) is not None
+                ):
+                    return False  # the full path refuses it
+                self._by_hoa[hoa] = mn_id
+                plen, router, source = prefix.prefixlen, profile.ipv4_default_router, _DHCP_SOURCE
+            else:
+                if asked != ZERO4_BYTES:
+                    return False
+                pool = self.pools.get(profile.ipv4_pool)
+                if pool is None:
+                    return False
+                claim = self._by_hoa.setdefault  # claimed now: nothing below can fail
+                hoa = pool.allocate()
+                while hoa is not None and claim(hoa, mn_id) != mn_id:
+                    hoa = pool.allocate()  # a static HoA inside the pool: leave it taken
+                if hoa is None:
+                    return False  # the full path answers "exhausted"
+                plen, router, source = pool.prefix_len, pool.default_router, _LMA_SOURCE
         hnps: tuple[Prefix6, ...] = ()
         if shape.hnp:
             hnps = (hnp_pool.allocate(),)  # type: ignore[union-attr,assignment]
@@ -634,7 +655,7 @@ class LmaEngine:
         if pba is None:  # cannot happen: a stored template was checked against this shape
             if hoa is not None:
                 del self._by_hoa[hoa]
-            self._rollback([(pool, hoa)] if hoa is not None else [])
+            self._rollback([(pool, hoa)] if pool is not None else [])
             self._rollback([(hnp_pool, hnps[0])] if hnps else [])
             return False
         lifetime_s = min(shape.lifetime * 4, settings.max_lifetime_s)
@@ -645,9 +666,9 @@ class LmaEngine:
             Encapsulation.IPV6,
             False,
             hoa,
-            pool.prefix_len if pool is not None else 0,
-            pool.default_router if pool is not None else None,
-            _LMA_SOURCE if pool is not None else None,
+            plen,
+            router,
+            source,
             pool.name if pool is not None else None,
             hnps,
             lifetime_s,
@@ -704,7 +725,8 @@ class LmaEngine:
         if shape.v4:
             hoa = entry.ipv4_hoa.packed  # type: ignore[union-attr]
             asked = mh[shape.v4 : shape.v4 + 4]
-            if asked != hoa and asked != ZERO4_BYTES:
+            # "Any address" keeps an LMA-allocated one; a DHCP server's must be named.
+            if asked != hoa and (asked != ZERO4_BYTES or entry.ipv4_source != _LMA_SOURCE):
                 return False
         pba = template.build(mh[6:8], entry.mn_id, stamp, hnp, hoa, llid)
         if pba is None:
@@ -722,7 +744,10 @@ class LmaEngine:
         template for it, and let the entry use the template if, filled in with this
         entry's values, it gives exactly the PBA the full path just sent."""
         raw = pbu.raw
-        if raw is None or (pbu.ipv4 and profile.ipv4_mode is not Ipv4Mode.LMA):
+        mode = profile.ipv4_mode
+        if raw is None or (
+            pbu.ipv4 and mode is not Ipv4Mode.LMA and mode is not Ipv4Mode.DHCP_SERVER
+        ):
             return
         if len(pbu.hnps) > 1 or len(entry.hnps) != len(pbu.hnps):
             return
