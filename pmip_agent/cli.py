@@ -55,11 +55,12 @@ _FILES = f"""\
 FILES
   {DEFAULT_STATE_DIR}/
       default state directory (`state_dir`): the binding cache and sequence
-      numbers, kept across restarts. An LMA keeps <node_name>.lma.sqlite and
-      its journal, <node_name>.lma.sqlite.log0 and .log1; a MAG keeps
-      <node_name>.mag.sqlite. Each SQLite file has its -wal and -shm beside it.
-      Back them up together, or stop the agent first (a clean stop folds the
-      journal into the database).
+      numbers, kept across restarts. An LMA keeps <node_name>.lma.sqlite, its
+      journal, <node_name>.lma.sqlite.log0 and .log1, and the rows written
+      before each PBA and not yet in the journal, <node_name>.lma.sqlite.pending;
+      a MAG keeps <node_name>.mag.sqlite. Each SQLite file has its -wal and -shm
+      beside it. Back them up together, or stop the agent first (a clean stop
+      folds the pending rows and the journal into the database).
   {DEFAULT_SOCKET_DIR}/<node_name>.sock
       default control socket (`control_socket`), used by pmipctl
   examples/lma.yaml, examples/mag.yaml

@@ -36,6 +36,7 @@ from .net.ipsec import SaTable, SaWatcher
 from .net.mh_socket import MhSocket
 from .net.ratelimit import RateLimitedLog
 from .net.udp4 import Udp4Socket
+from .store.errors import StoreError
 from .store.serialize import binding_to_json, bul_to_json
 from .store.sqlite import LmaStore, MagStore
 
@@ -45,6 +46,12 @@ Observer = Callable[[ev.Event], None]
 # sent a DHCP OFFER is about to REQUEST (seed Figures 2 and 3: tunnel setup and the
 # OFFER/REQUEST/ACK exchange run in parallel). A bound, not a wait: the ACK ends it.
 DHCP_EXCHANGE_S = 0.05
+# The LMA's staged rows go into its journal this long after the first of them (or at
+# once past SETTLE_ROWS): after the DHCP exchange its PBA answers (about a millisecond),
+# and a few flushes per transaction under load, each short enough not to stall the loop.
+SETTLE_S = 0.005
+SETTLE_ROWS = 4096
+SETTLE_RETRY_S = 1.0
 
 
 class JsonLineFormatter(logging.Formatter):
@@ -397,6 +404,8 @@ class LmaService(Service):
         self.engine = LmaEngine(cfg.lma_settings(), cfg.profiles(), cfg.pools(), cfg.hnp_pool())
         state_dir = Path(cfg.state_dir)
         self.store = LmaStore(state_dir / f"{cfg.node_name}.lma.sqlite")
+        self._settle_handle: asyncio.Handle | None = None
+        self._settle_failing = False
         self.metrics.state.read = self._state
         self.dataplane: LmaDataPlane | None = None
         if cfg.dataplane.enabled:  # tunnels and routes follow the binding events
@@ -461,14 +470,37 @@ class LmaService(Service):
         self.mh.close()
         if self.udp is not None:
             self.udp.close()
-        self.store.close()
+        if self._settle_handle is not None:
+            self._settle_handle.cancel()
+        self.store.close()  # settles what is staged
         if self.dataplane is not None:
             self.dataplane.close()
 
     def persist(self, events: list[ev.Event]) -> None:
         # Restored bindings never come through here (see _restore): writing them back
-        # would rewrite the whole database at every start.
-        self.store.apply(events)
+        # would rewrite the whole database at every start. Staged: durable now in one
+        # write(); the journal's transaction runs once the PBAs are out (_settle).
+        if not self.store.stage(events) or self._settle_failing:  # the retry will do
+            return
+        if self.store.staged_rows >= SETTLE_ROWS:  # once this flush is done
+            if self._settle_handle is not None:
+                self._settle_handle.cancel()
+            self._settle_handle = self.loop.call_soon(self._settle)
+        elif self._settle_handle is None:
+            self._settle_handle = self.loop.call_later(SETTLE_S, self._settle)
+
+    def _settle(self) -> None:
+        self._settle_handle = None
+        try:
+            self.store.settle()
+        except StoreError as exc:  # the rows stay staged, in the pending file too
+            self.log.error("store: %s; retrying in %.0f s", exc, SETTLE_RETRY_S)
+            self._settle_failing = True
+            self._settle_handle = self.loop.call_later(SETTLE_RETRY_S, self._settle)
+        else:
+            if self._settle_failing:
+                self.log.info("store: the journal takes the staged rows again")
+            self._settle_failing = False
 
     def send(self, tx: ev.Transmit) -> None:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -60,6 +61,8 @@ from pmip_agent.store import (
     bul_to_row,
 )
 from pmip_agent.store.journal import BindingJournal, journal_paths
+from pmip_agent.store.pending import MAGIC as PENDING_MAGIC
+from pmip_agent.store.pending import pending_path
 from pmip_agent.store.serialize import hnps_from_text, hnps_to_text
 from pmip_agent.wire import (
     AccessTechTypeOption,
@@ -444,14 +447,18 @@ def test_file_and_directory_modes(tmp_store_dir: Path) -> None:
         path = tmp_store_dir / "state" / "pmip" / "lma.db"
         with LmaStore(path) as store:
             store.apply([BindingUp(view(1), "created")])
+            store.stage([BindingUp(view(2), "created")])
             files = [path, *journal_paths(path)]
             assert Path(f"{files[1]}-wal").exists()  # the commit went to the journal
+            assert pending_path(path).stat().st_size > len(PENDING_MAGIC)  # staged
             for f in files:
                 for file in (f, Path(f"{f}-wal"), Path(f"{f}-shm")):
                     if file.exists():
                         assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
+            assert stat.S_IMODE(pending_path(path).stat().st_mode) == 0o600
             assert sorted(p.name for p in path.parent.iterdir()) == sorted(
-                f"{f.name}{s}" for f in files for s in ("", "-shm", "-wal")
+                [pending_path(path).name]
+                + [f"{f.name}{s}" for f in files for s in ("", "-shm", "-wal")]
             )
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     finally:
@@ -615,19 +622,26 @@ def crash_batches() -> Iterator[list[object]]:
         batch += 1
 
 
-def crash_child(path: Path) -> None:
-    """Apply batch after batch, printing each batch number once its commit has returned,
-    until killed."""
+def crash_child(path: Path, how: str) -> None:
+    """Commit batch after batch, printing each batch number once its commit has returned,
+    until killed. ``apply``: each batch in its own transaction; ``stage``: as the LMA
+    daemon does, staged (the commit) and settled into the journal every third batch."""
     store = LmaStore(path, fold_every=CRASH_FOLD_EVERY)
     for batch, events in enumerate(crash_batches()):
-        store.apply(events)
+        if how == "apply":
+            store.apply(events)
+        else:
+            store.stage(events)
+            if batch % 3 == 2:
+                store.settle()
         print(batch, flush=True)
 
 
-def test_committed_bindings_survive_sigkill(tmp_store_dir: Path) -> None:
+@pytest.mark.parametrize("how", ["apply", "stage"])
+def test_committed_bindings_survive_sigkill(tmp_store_dir: Path, how: str) -> None:
     path = tmp_store_dir / "lma.db"
     child = subprocess.Popen(
-        [sys.executable, __file__, "--crash-child", str(path)],
+        [sys.executable, __file__, "--crash-child", str(path), how],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
@@ -654,6 +668,86 @@ def test_committed_bindings_survive_sigkill(tmp_store_dir: Path) -> None:
     newest = max(int(mn.split(b"@")[0][2:]) for mn in loaded) // CRASH_BATCH
     assert confirmed <= newest <= confirmed + 200
     assert loaded == crash_expected(newest)
+
+
+def _exit_without_closing(path: Path, staged: int, settled: int) -> None:
+    """A child: settle ``settled`` bindings, stage ``staged`` more, then end the process
+    without closing the store (as kill -9 would)."""
+    code = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "sys.path.insert(0, sys.argv[2])\n"
+        "from test_store import view\n"
+        "from pmip_agent.core.events import BindingUp\n"
+        "from pmip_agent.store.sqlite import LmaStore\n"
+        "store = LmaStore(Path(sys.argv[1]))\n"
+        "n, m = int(sys.argv[3]), int(sys.argv[4])\n"
+        "store.stage([BindingUp(view(i), 'created') for i in range(m)])\n"
+        "store.settle()\n"
+        "for i in range(m, m + n):\n"
+        "    store.stage([BindingUp(view(i), 'created')])\n"
+        "os._exit(0)\n"
+    )
+    here = Path(__file__).resolve().parent
+    subprocess.run(
+        [sys.executable, "-c", code, str(path), str(here), str(staged), str(settled)],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(here.parent)},
+    )
+
+
+def test_staged_rows_are_settled_by_the_next_open(tmp_store_dir: Path) -> None:
+    """What the LMA staged before its PBAs and had not yet settled when its process ended
+    is in the pending file; the next open moves it into the journal and empties the file."""
+    path = tmp_store_dir / "lma.db"
+    _exit_without_closing(path, staged=7, settled=3)
+    assert pending_path(path).stat().st_size > len(PENDING_MAGIC)
+    with LmaStore(path) as store:
+        assert pending_path(path).stat().st_size == len(PENDING_MAGIC)
+        assert sorted(v.mn_id for v in store.load()) == sorted(view(i).mn_id for i in range(10))
+
+
+def test_a_failed_settle_keeps_the_rows_staged(
+    tmp_store_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal refusing a settle loses nothing: the rows stay staged (and in the
+    pending file), and the next settle moves them all."""
+    path = tmp_store_dir / "lma.db"
+    with LmaStore(path) as store:
+        store.stage([BindingUp(view(i), "created") for i in range(3)])
+
+        def refuse(self: BindingJournal, batches: object) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        with monkeypatch.context() as m:
+            m.setattr(BindingJournal, "append_batches", refuse)
+            with pytest.raises(StoreError, match="write failed"):
+                store.settle()
+            store.stage([BindingUp(view(3), "created")])
+        assert store.staged_rows == 4
+        assert pending_path(path).stat().st_size > len(PENDING_MAGIC)
+        assert store.settle() == 4
+        assert pending_path(path).stat().st_size == len(PENDING_MAGIC)
+        assert len(store.load()) == 4
+
+
+def test_a_record_cut_off_while_written_is_dropped_alone(
+    tmp_store_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A batch whose write was cut off (its stage never returned, so its PBAs were never
+    sent) is dropped with a warning; the batches before it are kept. A file that is not
+    ours stops the store, naming it."""
+    path = tmp_store_dir / "lma.db"
+    _exit_without_closing(path, staged=3, settled=0)
+    pending = pending_path(path)
+    whole = pending.read_bytes()
+    pending.write_bytes(whole[:-5])  # the third batch's record, cut short
+    with caplog.at_level(logging.WARNING, logger="pmip.store"), LmaStore(path) as store:
+        assert sorted(v.mn_id for v in store.load()) == sorted(view(i).mn_id for i in range(2))
+    assert "cut off while it was written" in caplog.text
+    pending.write_bytes(b"SQLite format 3\0" + bytes(100))
+    with pytest.raises(StoreError, match=f"{pending}: not a pmip-agent pending-rows file"):
+        LmaStore(path)
 
 
 def _rows_in_main_file(path: Path, scratch: Path) -> int | None:
@@ -718,14 +812,17 @@ def test_commits_append_to_a_journal_folded_in_a_thread_of_its_own(tmp_store_dir
         assert not any(t.name == "pmip-checkpoint" for t in threading.enumerate())
 
 
+@pytest.mark.parametrize("how", ["apply", "stage"])
 @pytest.mark.parametrize("background", [True, False], ids=["thread", "inline"])
 def test_journal_switches_keep_the_latest_state_of_each_mn(
-    tmp_store_dir: Path, background: bool
+    tmp_store_dir: Path, background: bool, how: str
 ) -> None:
     """Registrations, updates, refreshes (the refresh columns alone are journalled),
     deregistrations and purges of the same MNs, several per batch, spread over many small
     journals folded in between: what is read back is always the latest state of each MN,
-    never an older row that a fold replayed over a newer one."""
+    never an older row that a fold replayed over a newer one. ``stage``: batches staged
+    and settled a few at a time, so one MN's rows come in several batches of one
+    transaction."""
     path = tmp_store_dir / "lma.db"
     rng = random.Random(7)
     state: dict[bytes, BindingView] = {}
@@ -756,7 +853,12 @@ def test_journal_switches_keep_the_latest_state_of_each_mn(
                     new = view(i, hoa=f"10.1.{step % 250}.{i}", expires_at=T0 + step)
                     events.append(BindingUp(new, "created" if now is None else "updated"))
                 state[mn_id] = new
-            store.apply(events)
+            if how == "apply":
+                store.apply(events)
+            else:
+                store.stage(events)
+                if rng.random() < 0.3:
+                    store.settle()
             if step % 97 == 0:
                 assert {v.mn_id: v for v in store.load()} == state
     with LmaStore(path) as again:
@@ -1089,4 +1191,4 @@ def test_mag_restart_resumes_sequence_and_asks_for_the_same_addresses(
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--crash-child"]:
-        crash_child(Path(sys.argv[2]))
+        crash_child(Path(sys.argv[2]), sys.argv[3])

@@ -19,7 +19,9 @@ for the writer); a WAL that still grows past 256 MiB is checkpointed by the writ
 
 The LMA's commits go to a journal beside its database (``journal``: two more SQLite files,
 ``<db>.log0`` and ``<db>.log1``), which that thread folds into the bindings table. The
-durability above holds for the journal's commits in the same way.
+durability above holds for the journal's commits in the same way. Before a PBA, the LMA
+only *stages* its rows: one ``write()`` to ``<db>.pending`` (``pending``), with the same
+durability, and moves them into the journal a few milliseconds later (``settle``).
 
 Both stores are used from one thread at a time (they may be handed to a worker thread).
 """
@@ -40,6 +42,7 @@ from ..core.events import BindingDown, BindingPurged, BindingUp, BindingView
 from ..core.mag import BulView
 from .errors import StoreError
 from .journal import FOLD_EVERY, BindingJournal
+from .pending import Batch, PendingRows
 from .schema import set_up
 from .serialize import (
     BINDING_COLUMNS,
@@ -282,7 +285,12 @@ class LmaStore(_SqliteStore):
     Commits append to a journal beside the database, and a thread of the store's own
     folds the journal into the table (see ``journal``): a commit then costs the same with
     a thousand bindings or a million. Opening the store and reading it fold the journal
-    first, so readers see every committed binding."""
+    first, so readers see every committed binding.
+
+    ``stage`` is the commit to call before sending PBAs: it writes the rows to the
+    pending-rows file (``pending``) and keeps them; ``settle`` appends what was staged to
+    the journal, in one transaction, and empties that file. Opening the store settles
+    what a stop before ``settle`` left in the file."""
 
     KIND = "lma"
     TABLE = "bindings"
@@ -346,6 +354,22 @@ class LmaStore(_SqliteStore):
         except BaseException:
             super().close()
             raise
+        self._staged: list[Batch] = []
+        self.staged_rows = 0
+        self._pending: PendingRows | None = None
+        try:
+            self._pending = PendingRows(
+                self.path, sync=self.synchronous != "NORMAL", prepare=_prepare_path
+            )
+            left = self._pending.read()  # staged, and never settled: a stop in between
+            if left:
+                self._staged = left
+                self.staged_rows = sum(len(part) for batch in left for part in batch)
+                moved = self.settle()
+                log.info("store: %d rows staged before a stop moved into the journal", moved)
+        except BaseException:
+            self.close()
+            raise
 
     def _journal_open(self) -> BindingJournal:
         self._conn()  # a closed store says so
@@ -361,6 +385,7 @@ class LmaStore(_SqliteStore):
         restores them batch by batch instead of holding a million views at once. Small
         batches: a batch's rows, views and events are freed among the long-lived entries,
         and the holes they leave stay in the RSS (5k rather than 50k: 80 MiB less at 1M)."""
+        self.settle()  # staged rows are committed rows: readers see them too
         try:
             self._journal_open().fold_all()
         except sqlite3.Error as exc:
@@ -393,42 +418,58 @@ class LmaStore(_SqliteStore):
         BindingUp and BindingDown write the binding they carry, BindingPurged deletes it,
         other events are ignored. Only the last event of each MN matters, so a batch
         costs one write per MN. Returns how many events were persisted (0: no write).
-        Call it before sending the PBAs the batch produced."""
-        # Per MN: its latest binding (None: purged), and whether every event of it in
-        # this batch was a refresh (then the refresh columns are enough).
-        latest: dict[bytes, tuple[BindingView | None, bool]] = {}
-        count = 0
-        for event in events:
-            kind = type(event)
-            if kind is BindingUp or kind is BindingDown:
-                view: BindingView = event.binding  # type: ignore[attr-defined]
-                refresh = kind is BindingUp and event.change == "refreshed"  # type: ignore[attr-defined]
-                before = latest.get(view.mn_id)
-                latest[view.mn_id] = (view, refresh and (before is None or before[1]))
-            elif kind is BindingPurged:
-                latest[event.mn_id] = (None, False)  # type: ignore[attr-defined]
-            else:
-                continue
-            count += 1
-        if not latest:
-            return 0
-        rows, refreshes, gone = [], [], []
-        for mn_id, (view_or_none, refresh) in latest.items():
-            if view_or_none is None:
-                gone.append(mn_id)
-            elif refresh:
-                refreshes.append(binding_refresh_row(view_or_none))
-            else:
-                rows.append(binding_to_row(view_or_none))
-        journal = self._journal_open()
-        try:
-            journal.append(rows, refreshes, gone)
-        except (sqlite3.Error, OverflowError) as exc:
-            raise StoreError(self.path, "write failed, nothing was stored", exc) from exc
+        What was staged goes first."""
+        self.settle()
+        count, batch = _batch_of(events)
+        if count:
+            self._append([batch])
         return count
 
+    def stage(self, events: Iterable[object]) -> int:
+        """``apply``, durable on return in the pending-rows file rather than the journal:
+        call it before sending the PBAs the batch produced, and ``settle`` soon after."""
+        count, batch = _batch_of(events)
+        if count:
+            if self._pending is None:
+                raise StoreError(self.path, "the store is closed")
+            self._pending.write(batch)
+            self._staged.append(batch)
+            self.staged_rows += len(batch[0]) + len(batch[1]) + len(batch[2])
+        return count
+
+    def settle(self) -> int:
+        """Append what was staged to the journal, in one transaction, and forget it.
+        Returns how many rows. On failure (StoreError) it stays staged, in the file too."""
+        staged = self._staged
+        if not staged:
+            return 0
+        self._append(staged)
+        self._staged, rows, self.staged_rows = [], self.staged_rows, 0
+        if self._pending is not None:
+            self._pending.clear()
+        return rows
+
+    def _append(self, batches: list[Batch]) -> None:
+        journal = self._journal_open()
+        try:
+            journal.append_batches(batches)
+        except (sqlite3.Error, OverflowError) as exc:
+            raise StoreError(self.path, "write failed, nothing was stored", exc) from exc
+
     def close(self) -> None:
-        """Fold the journal into the table, then close (see ``_SqliteStore.close``)."""
+        """Settle, fold the journal into the table, then close (see
+        ``_SqliteStore.close``)."""
+        pending = getattr(self, "_pending", None)
+        try:
+            if pending is not None and self._journal is not None:
+                self.settle()
+        finally:
+            if pending is not None:
+                pending.close()
+                self._pending = None
+            self._close_journal()
+
+    def _close_journal(self) -> None:
         journal, self._journal = self._journal, None
         try:
             if journal is not None:
@@ -437,6 +478,37 @@ class LmaStore(_SqliteStore):
             raise StoreError(self.path, "cannot fold the journal into the table", exc) from exc
         finally:
             super().close()
+
+
+def _batch_of(events: Iterable[object]) -> tuple[int, Batch]:
+    """(how many events count, the rows they write): see ``LmaStore.apply``."""
+    # Per MN: its latest binding (None: purged), and whether every event of it in
+    # this batch was a refresh (then the refresh columns are enough).
+    latest: dict[bytes, tuple[BindingView | None, bool]] = {}
+    count = 0
+    for event in events:
+        kind = type(event)
+        if kind is BindingUp or kind is BindingDown:
+            view: BindingView = event.binding  # type: ignore[attr-defined]
+            refresh = kind is BindingUp and event.change == "refreshed"  # type: ignore[attr-defined]
+            before = latest.get(view.mn_id)
+            latest[view.mn_id] = (view, refresh and (before is None or before[1]))
+        elif kind is BindingPurged:
+            latest[event.mn_id] = (None, False)  # type: ignore[attr-defined]
+        else:
+            continue
+        count += 1
+    rows: list[tuple[object, ...]] = []
+    refreshes: list[tuple[object, ...]] = []
+    gone: list[bytes] = []
+    for mn_id, (view_or_none, refresh) in latest.items():
+        if view_or_none is None:
+            gone.append(mn_id)
+        elif refresh:
+            refreshes.append(binding_refresh_row(view_or_none))
+        else:
+            rows.append(binding_to_row(view_or_none))
+    return count, (rows, refreshes, gone)
 
 
 class MagStore(_SqliteStore):
