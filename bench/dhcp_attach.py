@@ -78,8 +78,8 @@ from common import (  # noqa: E402
     write_json,
 )
 from daemon_lab import Daemon  # noqa: E402
-from frame_capture import MAGIC, Seen, Sniffer, in_netns, options_of  # noqa: E402
-from netns import Lab, require_root_netns, wait_for  # noqa: E402
+from frame_capture import MAGIC, Seen, Sniffer, options_of  # noqa: E402
+from netns import Lab, in_netns, require_root_netns, wait_for  # noqa: E402
 from scapy.layers.dhcp import BOOTP, DHCP  # noqa: E402
 
 NAME = "dhcp_attach"

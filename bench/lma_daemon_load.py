@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import gc
 import hashlib
 import json
@@ -56,7 +55,7 @@ import tempfile
 import time
 from array import array
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
 from typing import Any
@@ -109,7 +108,7 @@ for extra in (ROOT, ROOT / "tests", HERE):
         sys.path.insert(0, str(extra))
 
 from common import OUT_DIR, machine_info, print_table  # noqa: E402
-from netns import Lab  # noqa: E402
+from netns import Lab, in_netns  # noqa: E402
 
 import pmip_agent  # noqa: E402
 from pmip_agent.control.pmipctl import request as ctl_request  # noqa: E402
@@ -141,14 +140,12 @@ HNP_POOL = "2001:db8:100::/40"  # /64s: 2**24 prefixes
 LIFETIME_UNITS = 900  # 3600 s
 TS_MARK = 0x0102_0304_0506_0708  # found in the encoded template to locate the option
 IPPROTO_MH = 135
-CLONE_NEWNET = 0x4000_0000
 GOALS = {
     "pbu_per_s_min": 30_000,
     "p99_ms_at_10k_max": 10.0,
     "rss_bytes_at_1m_max": 1 << 30,
     "restart_s_at_1m_max": 30.0,
 }
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def mn_id(i: int) -> bytes:
@@ -164,27 +161,6 @@ def pool_of(i: int) -> int:
 
 
 # --- namespaces -----------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def in_netns(name: str) -> Iterator[None]:
-    """Run the body in network namespace ``name`` (this thread only): sockets made here
-    stay in it after we switch back."""
-    own = os.open("/proc/self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({name}): {os.strerror(err)}")
-        try:
-            yield
-        finally:
-            if _libc.setns(own, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"setns back: {os.strerror(err)}")
-    finally:
-        os.close(own)
-        os.close(target)
 
 
 def build_lab(n_mags: int) -> tuple[Lab, str, str]:

@@ -4,39 +4,14 @@ exchange they watch, so reading them takes nothing from it."""
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import math
-import os
 import socket
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-CLONE_NEWNET = 0x4000_0000
+from netns import in_netns
+
 MAGIC = b"c\x82Sc"
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-@contextlib.contextmanager
-def in_netns(name: str) -> Iterator[None]:
-    """Run the body in network namespace ``name`` (this thread only): sockets made here
-    stay in it after we switch back."""
-    own = os.open("/proc/self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({name}): {os.strerror(err)}")
-        try:
-            yield
-        finally:
-            if _libc.setns(own, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"setns back: {os.strerror(err)}")
-    finally:
-        os.close(own)
-        os.close(target)
 
 
 def options_of(data: bytes) -> dict[int, bytes]:

@@ -9,19 +9,44 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import os
 import shlex
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 RUN_PREFIX = f"pt{os.getpid() % 100000}"
 _open_labs: list[Lab] = []
+CLONE_NEWNET = 0x4000_0000
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def sh(cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(shlex.split(cmd), check=check, capture_output=True, text=True)
+
+
+@contextlib.contextmanager
+def in_netns(name: str) -> Iterator[None]:
+    """Run the body in network namespace ``name`` (this thread only): sockets made here
+    stay in it after we switch back."""
+    own = os.open("/proc/self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if _libc.setns(target, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({name}): {os.strerror(err)}")
+        try:
+            yield
+        finally:
+            if _libc.setns(own, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"setns back: {os.strerror(err)}")
+    finally:
+        os.close(own)
+        os.close(target)
 
 
 def require_root_netns() -> None:

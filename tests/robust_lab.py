@@ -21,7 +21,6 @@ when the thread switches back, so the test process itself is the sender.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import random
@@ -33,7 +32,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
@@ -48,7 +47,7 @@ from daemon_lab import (
     Daemon,
     Topology,
 )
-from netns import Lab, sh, wait_for
+from netns import Lab, in_netns, sh, wait_for
 
 from pmip_agent.wire import (
     AccessTechTypeOption,
@@ -81,11 +80,9 @@ from pmip_agent.wire import ipv6 as ipv6_frame
 
 IPPROTO_MH = 135
 IPV6_CHECKSUM = getattr(socket, "IPV6_CHECKSUM", 7)
-CLONE_NEWNET = 0x4000_0000
 ETH_P_IPV6 = 0x86DD
 ZERO4, ZERO6 = IPv4Address(0), IPv6Address(0)
 A_P = int(BuFlags.A | BuFlags.P)
-_libc = ctypes.CDLL(None, use_errno=True)
 
 # A second MAG (or an attacker) on its own link to the LMA namespace.
 MAG2_LINK_LMA = "2001:db8:e::1"
@@ -97,27 +94,6 @@ ROGUE_V4 = "198.51.100.66"
 
 
 # --- namespaces ---------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def in_netns(name: str) -> Iterator[None]:
-    """Run the body in network namespace ``name`` (this thread only). Sockets made here stay
-    in it after the thread switches back."""
-    own = os.open("/proc/self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({name}): {os.strerror(err)}")
-        try:
-            yield
-        finally:
-            if _libc.setns(own, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"setns back: {os.strerror(err)}")
-    finally:
-        os.close(own)
-        os.close(target)
 
 
 def nft(ns: str, script: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from ipaddress import IPv4Network, IPv6Address
 
+import pytest
 from engine_helpers import (
     HNP_NET,
     MAG1,
@@ -189,13 +190,19 @@ def _register(lma: LmaEngine, mn: bytes, seq: int, now: float, **kw: object) -> 
     return out[0][0]  # type: ignore[index,no-any-return]
 
 
+def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that gets an item per full decode the LMA engines make from now on."""
+    decodes: list[int] = []
+    real_decode = lma_module.decode
+    monkeypatch.setattr(lma_module, "decode", lambda *a: decodes.append(1) or real_decode(*a))
+    return decodes
+
+
 def test_second_mn_of_a_kind_is_registered_and_refreshed_without_decoding(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The first MN of a shape and profile kind teaches the template (full path); the next
     one, and every refresh, are answered from it: no decode call, same answer."""
     fast, slow = _pair()
-    decodes = []
-    real_decode = lma_module.decode
-    monkeypatch.setattr(lma_module, "decode", lambda *a: decodes.append(1) or real_decode(*a))
+    decodes = _count_decodes(monkeypatch)
     for lma in (fast, slow):
         _register(lma, MN_LMA2, 1, T0, ipv4="0.0.0.0")
     assert len(decodes) == 2
@@ -223,9 +230,7 @@ def test_mns_with_their_own_link_layer_ids_share_one_template(monkeypatch) -> No
     octets; the identifier is masked like the MN-ID, and the PBA echoes each MN's own.
     A refresh naming another interface is an update: the full path's, not the template's."""
     fast, slow = _pair()
-    decodes = []
-    real_decode = lma_module.decode
-    monkeypatch.setattr(lma_module, "decode", lambda *a: decodes.append(1) or real_decode(*a))
+    decodes = _count_decodes(monkeypatch)
     llid2, llid3 = MnLinkLayerId(b"\x02\0\0\0\0\x02"), MnLinkLayerId(b"\x02\0\0\0\0\x03")
     for lma in (fast, slow):
         _register(lma, MN_LMA2, 1, T0, ipv4="0.0.0.0", extra=(llid2,))
@@ -256,9 +261,7 @@ def test_mns_with_server_assigned_addresses_share_one_template(monkeypatch) -> N
     profile's DHCP prefix, outside the LMA's pools, held by no other MN); an address that
     fails one, or a refresh asking for "any" address, gets the full path's answer."""
     fast, slow = _pair()
-    decodes = []
-    real_decode = lma_module.decode
-    monkeypatch.setattr(lma_module, "decode", lambda *a: decodes.append(1) or real_decode(*a))
+    decodes = _count_decodes(monkeypatch)
     for lma in (fast, slow):
         _register(lma, MN_DHCP2, 1, T0, ipv4="10.20.0.9")
     decodes.clear()
