@@ -53,7 +53,7 @@ SETTLE_S = 0.005
 SETTLE_ROWS = 4096
 SETTLE_RETRY_S = 1.0
 # The LMA's logs, metrics and data plane for new bindings run this long after their PBAs
-# (see LmaService.flush); refreshes, and anything that changes a data path, at once.
+# (see LmaService.notify); refreshes, and anything that changes a data path, at once.
 OBSERVE_NEW_S = 0.003
 
 
@@ -141,10 +141,14 @@ class Service:
             self.persist(events)
         for tx in engine.datagrams_to_send():
             self.send(tx)
+        self.notify(events)
+        self._arm_timer()
+
+    def notify(self, events: list[ev.Event]) -> None:
+        """Hand ``events`` to the observers (metrics, logs, data plane), in order."""
         for event in events:
             for observer in self.observers:
                 observer(event)
-        self._arm_timer()
 
     # --- signalling in: the same for both roles; with require_ipsec, the *_ipsec pair ---
 
@@ -467,12 +471,10 @@ class LmaService(Service):
         )
         if later:
             self.persist(later)
-            for event in later:
-                for observer in self.observers:
-                    observer(event)
+            super().notify(later)
 
-    def flush(self) -> None:
-        """Service.flush, with the observers (logs, metrics, data plane) of new bindings
+    def notify(self, events: list[ev.Event]) -> None:
+        """Service.notify, with the observers (logs, metrics, data plane) of new bindings
         OBSERVE_NEW_S after their PBAs, several flushes at a time. The MAG answering the
         PBA, and then its MN, need the CPU just then: on two cores the LMA's logging and
         route setup for a new binding delayed a DHCP attach's OFFER -> REQUEST by 0.1 ms.
@@ -482,31 +484,21 @@ class LmaService(Service):
         loaded LMA's events; with them held back too, the refresh-rate benchmark
         (bench/lma_daemon_load.py) gave a median of 38k PBU/s against 46k over three
         alternating pairs of runs, so they are not."""
-        engine = self.engine
-        events: list[ev.Event] = []
-        while (event := engine.next_event()) is not None:
-            events.append(event)
-        if events:
-            self.persist(events)
-        for tx in engine.datagrams_to_send():
-            self.send(tx)
-        if events:
-            self._unobserved += events
-            if all(_may_wait(e) for e in events):
-                if self._observe_handle is None:
-                    self._observe_handle = self.loop.call_later(OBSERVE_NEW_S, self._observe)
-            else:
-                self._observe()
-        self._arm_timer()
+        if not events:
+            return
+        self._unobserved += events
+        if all(_may_wait(e) for e in events):
+            if self._observe_handle is None:
+                self._observe_handle = self.loop.call_later(OBSERVE_NEW_S, self._observe)
+        else:
+            self._observe()
 
     def _observe(self) -> None:
         if self._observe_handle is not None:
             self._observe_handle.cancel()
             self._observe_handle = None
         events, self._unobserved = self._unobserved, []
-        for event in events:
-            for observer in self.observers:
-                observer(event)
+        super().notify(events)
 
     def stop(self) -> None:
         self._observe()  # the logs and the data plane of the last PBAs
@@ -969,9 +961,7 @@ class MagService(Service):
         if self._unsaved:
             self._commit()
         events, self._unobserved = self._unobserved, []
-        for event in events:
-            for observer in self.observers:
-                observer(event)
+        self.notify(events)
 
     def _commit(self) -> None:
         events, self._unsaved = self._unsaved, []
@@ -1023,7 +1013,7 @@ class MagService(Service):
 
 
 def _may_wait(event: ev.Event) -> bool:
-    """The LMA's observers may see ``event`` a little later (see LmaService.flush)."""
+    """The LMA's observers may see ``event`` a little later (see LmaService.notify)."""
     kind = type(event)
     if kind is ev.BindingUp:
         return event.change == "created"  # type: ignore[attr-defined]

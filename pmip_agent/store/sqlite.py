@@ -459,7 +459,7 @@ class LmaStore(_SqliteStore):
     def close(self) -> None:
         """Settle, fold the journal into the table, then close (see
         ``_SqliteStore.close``)."""
-        pending = getattr(self, "_pending", None)
+        pending = self._pending
         try:
             if pending is not None and self._journal is not None:
                 self.settle()
