@@ -1,10 +1,13 @@
-"""The DHCPv4 codec wrapper: strict checks over scapy's lenient parser (RFC 2131 §2)."""
+"""The DHCPv4 codec wrapper: strict checks over dpkt's lenient parser (RFC 2131 §2), and
+the relay's in-place edits (RFC 3046 §2.1)."""
 
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from ipaddress import IPv4Address
 
+import dpkt
 import pytest
 from scapy.layers.dhcp import BOOTP, DHCP
 
@@ -62,8 +65,87 @@ def test_fuzz_only_dhcp_error_escapes() -> None:
         if rng.random() < 0.3:
             data = data[: rng.randrange(len(data))]
         try:
-            codec.parse(bytes(data))
+            msg = codec.parse(bytes(data))
             outcomes["ok"] += 1
         except codec.DhcpError:
             outcomes["error"] += 1
+            continue
+        # What parses, the relay can pass on either way without an exception.
+        codec.relayed(msg, RELAY, INFO)
+        codec.without_relay_info(msg)
     assert outcomes["ok"] > 100 and outcomes["error"] > 100, outcomes
+
+
+RELAY = IPv4Address("198.51.100.1")
+INFO = codec.relay_agent_info(b"mag1:acc1", b"mn@example.net", IPv4Address("10.50.0.0"))
+
+
+def _message(rng: random.Random, op: int, with_info: int, pads: bool) -> bytes:
+    """A message with random options, ``with_info`` copies of option 82 among them, pad
+    octets between options if ``pads``, and random octets after END."""
+    opts = [bytes([53, 1, rng.choice([1, 2, 3, 5])])]
+    for _ in range(rng.randrange(6)):
+        value = bytes(rng.randrange(256) for _ in range(rng.randrange(12)))
+        opts.append(bytes([rng.choice([12, 43, 60, 61, 77, 125]), len(value)]) + value)
+    for _ in range(with_info):
+        info = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 20)))
+        opts.insert(rng.randrange(1, len(opts) + 1), bytes([82, len(info)]) + info)
+    body = b"".join(o + (b"\0" * rng.randrange(1, 3) if pads else b"") for o in opts)
+    header = bytearray(rng.randrange(256) for _ in range(236))
+    header[0:4] = bytes([op, 1, 6, rng.randrange(4)])
+    tail = bytes(rng.randrange(256) for _ in range(rng.randrange(40)))
+    return bytes(header) + codec.MAGIC_COOKIE + body + b"\xff" + tail
+
+
+def _decoded_way(msg: codec.DhcpMessage) -> codec.DhcpMessage:
+    """The same message without the offsets, so the relay decodes and builds it again."""
+    return replace(msg, end_at=-1, relay_info_at=-1)
+
+
+def _same(a: bytes, b: bytes) -> None:
+    """Equal as DHCP: header, chaddr and the option list (pads and what follows END aside)."""
+    x, y = dpkt.dhcp.DHCP(a), dpkt.dhcp.DHCP(b)
+    assert a[:236] == b[:236] and x.opts == y.opts
+    assert len(a) >= codec.BOOTP_MIN_LEN and len(b) >= codec.BOOTP_MIN_LEN
+
+
+def test_relay_edits_in_place_what_decoding_and_building_would_give() -> None:
+    """The relay's in-place edits (giaddr, hops, option 82 appended or removed) give the
+    same message as decoding and building it again, for messages with no option 82, one
+    or two of them, with and without pads between options; and they keep every octet
+    the edit does not concern."""
+    rng = random.Random(5844)
+    took_fast = {"relayed": 0, "without": 0}
+    for i in range(600):
+        pads, infos = bool(i % 2), (i // 2) % 3
+        client = codec.parse(_message(rng, 1, infos, pads))
+        fast = codec.relayed(client, RELAY, INFO)
+        _same(fast, codec.relayed(_decoded_way(client), RELAY, INFO))
+        relayed = codec.parse(fast)
+        assert relayed.giaddr == RELAY and relayed.relay_agent_info == INFO
+        assert fast[3] == min(client.raw[3] + 1, 255)
+        if client.end_at >= 0 and client.relay_agent_info is None:
+            took_fast["relayed"] += 1
+            assert fast[: client.end_at] == client.raw[:3] + fast[3:4] + client.raw[4:24] + (
+                RELAY.packed + client.raw[28 : client.end_at]
+            )
+        reply = codec.parse(_message(rng, 2, infos, pads))
+        out = codec.without_relay_info(reply)
+        _same(out, codec.without_relay_info(_decoded_way(reply)))
+        assert codec.parse(out).relay_agent_info is None
+        if reply.relay_info_at >= 0:
+            took_fast["without"] += 1
+            at = reply.relay_info_at
+            assert out.startswith(reply.raw[:at])
+    # In place exactly for the packed messages without option 82 (client) or with one
+    # (server): a third each of the 300 packed ones; the rest were decoded and built.
+    assert took_fast == {"relayed": 100, "without": 100}
+
+
+def test_offsets_only_for_options_packed_end_to_end() -> None:
+    packed = codec.parse(_discover(client_id=b"\x01" + MAC))
+    assert packed.end_at > 240 and packed.raw[packed.end_at] == 255
+    assert packed.relay_info_at == -1
+    raw = bytearray(_discover(client_id=b"\x01" + MAC))
+    raw[240:240] = b"\0"  # one pad octet before the first option
+    assert codec.parse(bytes(raw)).end_at == -1

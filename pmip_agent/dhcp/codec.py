@@ -7,6 +7,12 @@ untouched. It replaced scapy here because it is about 40 times faster (6 us to p
 DHCP messages on the path of every attach; scapy remains the tests' independent builder.
 dpkt's parser is lenient, so `parse` adds the strict checks a server needs and turns any
 failure into one typed error.
+
+What the relay passes on is the message as received, edited in place (RFC 3046 §2.1: the
+agent adds option 82 "as the last option", and takes it out of the server's reply), not
+decoded and built again: every other octet goes through unchanged, and the relay's path
+stays short. A message whose options are not packed end to end (pad octets between them)
+takes the decode-and-build way, which leaves the pads out.
 """
 
 from __future__ import annotations
@@ -58,6 +64,10 @@ class DhcpMessage:
     router: IPv4Address | None = None  # option 3
     relay_agent_info: bytes | None = None  # option 82, raw sub-options
     raw: bytes = b""
+    # Where the END option and option 82 sit in ``raw``, when the options are packed end
+    # to end from offset 240; else -1 (see `relayed` and `without_relay_info`).
+    end_at: int = -1
+    relay_info_at: int = -1
 
     @property
     def name(self) -> str:
@@ -69,6 +79,10 @@ OPT_SUBNET_MASK, OPT_ROUTER, OPT_REQUESTED_IP, OPT_LEASE_TIME = 1, 3, 50, 51
 OPT_MESSAGE_TYPE, OPT_SERVER_ID, OPT_RENEWAL, OPT_REBINDING, OPT_CLIENT_ID = 53, 54, 58, 59, 61
 OPT_RELAY_AGENT_INFO = 82
 BOOTP_MIN_LEN = 300  # RFC 1542 §3.4: some clients drop shorter replies
+
+
+def _addr(value: int) -> IPv4Address:
+    return IPv4Address(value) if value else ZERO  # most of these fields are 0.0.0.0
 
 
 def _ip(value: bytes | None) -> IPv4Address | None:
@@ -85,21 +99,27 @@ def parse(data: bytes) -> DhcpMessage:
     try:
         pkt = dpkt.dhcp.DHCP(data)
         found: dict[int, bytes] = {}
+        at, relay_info_at = MIN_LEN, -1
         for code, value in pkt.opts:
+            if code == OPT_RELAY_AGENT_INFO:  # only one may be cut out in place
+                relay_info_at = at if code not in found else -2
             found.setdefault(code, value)
+            at += 2 + len(value)
     except Exception as exc:  # dpkt raises several kinds on hostile bytes
         raise DhcpError("unparseable", repr(exc)) from exc
     kind = found.get(OPT_MESSAGE_TYPE)
     if kind is None or len(kind) != 1 or kind[0] not in MESSAGE_NAMES:
         raise DhcpError("no-message-type")
     lease = found.get(OPT_LEASE_TIME)
+    # dpkt stops after END and keeps what follows; no pads before it iff END is at ``at``.
+    packed = at == len(data) - len(pkt.data) - 1 and data[at] == 255
     return DhcpMessage(
         op=pkt.op,
         xid=pkt.xid,
         flags=pkt.flags,
-        ciaddr=IPv4Address(pkt.ciaddr),
-        yiaddr=IPv4Address(pkt.yiaddr),
-        giaddr=IPv4Address(pkt.giaddr),
+        ciaddr=_addr(pkt.ciaddr),
+        yiaddr=_addr(pkt.yiaddr),
+        giaddr=_addr(pkt.giaddr),
         chaddr=bytes(data[28:34]),
         message_type=kind[0],
         client_id=found.get(OPT_CLIENT_ID),
@@ -110,6 +130,8 @@ def parse(data: bytes) -> DhcpMessage:
         router=_ip(found.get(OPT_ROUTER)),
         relay_agent_info=found.get(OPT_RELAY_AGENT_INFO),
         raw=bytes(data),
+        end_at=at if packed else -1,
+        relay_info_at=relay_info_at if packed and relay_info_at >= 0 else -1,
     )
 
 
@@ -201,6 +223,13 @@ def _reencoded(msg: DhcpMessage, **fields: object) -> dpkt.dhcp.DHCP:
 def relayed(msg: DhcpMessage, giaddr: IPv4Address, info: bytes) -> bytes:
     """The client's message as a relay agent forwards it to a server (RFC 2131 §4.1,
     RFC 3046 §2.1): giaddr set, hops incremented, option 82 added at the end."""
+    end = msg.end_at
+    if end >= 0 and msg.relay_agent_info is None:
+        out = bytearray(msg.raw[:end])
+        out[3] = min(out[3] + 1, 255)
+        out[24:28] = giaddr.packed
+        out += bytes((OPT_RELAY_AGENT_INFO, len(info))) + info + b"\xff"
+        return _padded(bytes(out))
     pkt = _reencoded(msg, giaddr=int(giaddr))
     pkt.hops = min(pkt.hops + 1, 255)
     pkt.opts = [o for o in pkt.opts if o[0] != OPT_RELAY_AGENT_INFO] + [
@@ -212,6 +241,11 @@ def relayed(msg: DhcpMessage, giaddr: IPv4Address, info: bytes) -> bytes:
 def without_relay_info(msg: DhcpMessage) -> bytes:
     """A server's reply as the relay passes it on to the client: option 82 removed
     (RFC 3046 §2.1.1)."""
+    raw, at = msg.raw, msg.relay_info_at
+    if at >= 0:
+        return _padded(raw[:at] + raw[at + 2 + raw[at + 1] :])
+    if msg.relay_agent_info is None and msg.end_at >= 0:
+        return _padded(raw)
     pkt = _reencoded(msg)
     pkt.opts = [o for o in pkt.opts if o[0] != OPT_RELAY_AGENT_INFO]
     return _padded(bytes(pkt))
