@@ -165,6 +165,25 @@ def test_dhcp_mode_waits_for_dhcp_answer():
     assert msg.find(Timestamp) == Timestamp.from_seconds(T0 + 1)
 
 
+def test_each_pbu_says_what_was_asked_when_it_was_queued():
+    """PBUs are built when taken (datagrams_to_send), after the DHCP answers went out; each
+    still carries the request, time and sequence number of the moment it was queued, not
+    the entry's state at the taking. Here the server's OFFER and then another address in
+    its ACK are learned before the daemon takes anything."""
+    mag = make_mag()
+    assert mag.attach(MN_DHCP, T0)
+    first, second = IPv4Address("10.20.5.6"), IPv4Address("10.20.5.7")
+    mag.learn_ipv4(MN_DHCP, first, 16, T0 + 1)
+    mag.learn_ipv4(MN_DHCP, second, 16, T0 + 2)
+    a, b = sent_pbus(mag)
+    assert a.find_all(Ipv4HoaRequest) == [Ipv4HoaRequest(first, 16)]
+    assert b.find_all(Ipv4HoaRequest) == [Ipv4HoaRequest(second, 16)]
+    assert a.find(Timestamp) == Timestamp.from_seconds(T0 + 1)
+    assert b.find(Timestamp) == Timestamp.from_seconds(T0 + 2)
+    assert b.sequence == (a.sequence + 1) & 0xFFFF
+    assert mag.datagrams_to_send() == []
+
+
 def test_ipv6_only_mn_sends_no_ipv4_option_and_ipv4_only_mn_no_hnp():
     """RFC 5844 §3.2.3.1: the HNP option is present only if IPv6 mobility is wanted; the
     IPv4 HoA Request only when IPv4 is."""

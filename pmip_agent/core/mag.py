@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
+from typing import NamedTuple
 
 from ..wire import ipv6 as ipv6_frame
 from ..wire.constants import (
@@ -89,13 +90,28 @@ class BulView:
     link_layer_id: bytes | None
 
 
+class _PbuOrder(NamedTuple):
+    """A PBU to build: what it says is fixed when it is queued."""
+
+    mn_id: bytes
+    lma_name: str
+    sequence: int
+    lifetime_units: int
+    handoff: int
+    now: float
+    hnps: tuple[Prefix6, ...]  # the HNP options; none for an IPv4-only MN
+    link_layer_id: bytes | None
+    hoa: IPv4Address | None
+    prefix_len: int
+
+
 class MagEngine:
     def __init__(self, settings: MagSettings, sequence_start: int = 0) -> None:
         self.settings = settings
         self._bul: dict[bytes, BulEntry] = {}
         self._sequence = sequence_start & 0xFFFF
         self._timers: list[tuple[float, int, bytes]] = []
-        self._out: list[Transmit] = []
+        self._out: list[_PbuOrder] = []
         self._events: deque[Event] = deque()
         self.retransmissions = 0  # PBUs sent again after a timeout, for metrics
         # LMAs the MAG must not signal to now (e.g. no IPsec SA with them), and the
@@ -118,9 +134,9 @@ class MagEngine:
         """An MN appeared on an access link. False if its profile is unknown (no service).
         ``ipv4_hint``/``hnp_hints`` are addresses it held before (a MAG restart, or a
         roaming MN's DHCP request); they are asked for again."""
-        profile = self.settings.profiles.get(mn_id)
-        if profile is None or self._lma_for(profile) is None:
+        if not self.can_serve(mn_id):
             return False
+        profile = self.settings.profiles[mn_id]
         entry = self._bul.get(mn_id)
         if entry is not None and entry.state != DEREGISTERING:
             return True  # already being served: attach is idempotent
@@ -140,6 +156,11 @@ class MagEngine:
             return True  # registration starts once the DHCP server's answer is known
         self._start(entry, now)
         return True
+
+    def can_serve(self, mn_id: bytes) -> bool:
+        """True when ``mn_id`` has a profile and an LMA to register it with."""
+        profile = self.settings.profiles.get(mn_id)
+        return profile is not None and self._lma_for(profile) is not None
 
     def learn_ipv4(self, mn_id: bytes, hoa: IPv4Address, prefix_len: int, now: float) -> None:
         """The DHCP relay saw the server assign ``hoa``: register it (seed Figure 3, step 3)."""
@@ -223,7 +244,7 @@ class MagEngine:
 
     def datagrams_to_send(self) -> list[Transmit]:
         out, self._out = self._out, []
-        return out
+        return [self._encoded(order) for order in out]
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -298,23 +319,43 @@ class MagEngine:
         self._arm(entry, deadline)
 
     def _transmit(self, entry: BulEntry, lifetime_units: int, handoff: int, now: float) -> None:
+        """Queue a PBU with the entry's request as it stands now; `datagrams_to_send`
+        builds and encodes it. So a state change costs only its bookkeeping, and the
+        daemon can answer the MN (a DHCP OFFER, say) before the PBU is put together."""
+        profile = self.settings.profiles.get(entry.mn_id)
+        self._sequence = (self._sequence + 1) & 0xFFFF
+        entry.outstanding.add(self._sequence)
+        self._out.append(
+            _PbuOrder(
+                entry.mn_id,
+                entry.lma_name,
+                self._sequence,
+                lifetime_units,
+                handoff,
+                now,
+                (entry.hnps or ((ZERO6, 0),)) if profile is not None and profile.ipv6 else (),
+                entry.link_layer_id,
+                entry.requested_hoa,
+                entry.requested_prefix_len,
+            )
+        )
+
+    def _encoded(self, order: _PbuOrder) -> Transmit:
         settings = self.settings
-        profile = settings.profiles[entry.mn_id]
-        lma = settings.lmas[entry.lma_name]
-        opts: list[Option] = [MnIdentifier(entry.mn_id)]
-        if profile.ipv6:
-            opts += [HomeNetworkPrefix(p, n) for p, n in (entry.hnps or ((ZERO6, 0),))]
-        opts.append(HandoffIndicatorOption(handoff))
+        lma = settings.lmas[order.lma_name]
+        opts: list[Option] = [MnIdentifier(order.mn_id)]
+        opts += [HomeNetworkPrefix(p, n) for p, n in order.hnps]
+        opts.append(HandoffIndicatorOption(order.handoff))
         opts.append(AccessTechTypeOption(settings.access_tech))
-        if entry.link_layer_id:
-            opts.append(MnLinkLayerId(entry.link_layer_id))
+        if order.link_layer_id:
+            opts.append(MnLinkLayerId(order.link_layer_id))
         if settings.timestamps:
-            opts.append(Timestamp.from_seconds(now))  # retransmissions carry the latest time
-        if entry.requested_hoa is not None:
+            opts.append(Timestamp.from_seconds(order.now))  # retransmissions carry the latest
+        if order.hoa is not None:
             if settings.wire_profile is WireProfile.DRAFT:
-                opts.append(Ipv4HomeAddress(entry.requested_hoa, entry.requested_prefix_len))
+                opts.append(Ipv4HomeAddress(order.hoa, order.prefix_len))
             else:
-                opts.append(Ipv4HoaRequest(entry.requested_hoa, entry.requested_prefix_len))
+                opts.append(Ipv4HoaRequest(order.hoa, order.prefix_len))
         flags = int(BuFlags.A | BuFlags.P)
         over_ipv4 = lma.transport == "ipv4" and lma.ipv4_lmaa is not None
         if over_ipv4:
@@ -322,15 +363,12 @@ class MagEngine:
                 opts.append(Ipv4CareOfAddress(settings.ipv4_proxy_coa))
             if lma.force_udp:
                 flags |= int(BuFlags.F)
-        self._sequence = (self._sequence + 1) & 0xFFFF
-        entry.outstanding.add(self._sequence)
-        pbu = BindingUpdate(self._sequence, lifetime_units, flags, tuple(opts))
+        pbu = BindingUpdate(order.sequence, order.lifetime_units, flags, tuple(opts))
         if over_ipv4:
             coa = settings.proxy_coa
             data = ipv6_frame.wrap(encode(pbu, coa, lma.lmaa), coa, lma.lmaa)
-            self._out.append(Transmit(data, Peer(lma.lmaa, lma.ipv4_lmaa, PMIP6_CNTL_PORT)))
-        else:
-            self._out.append(Transmit(encode(pbu), Peer(lma.lmaa)))
+            return Transmit(data, Peer(lma.lmaa, lma.ipv4_lmaa, PMIP6_CNTL_PORT))
+        return Transmit(encode(pbu), Peer(lma.lmaa))
 
     def _park(self, entry: BulEntry, handoff: int) -> None:
         entry.state = REGISTERING
