@@ -740,8 +740,11 @@ class MagService(Service):
             )
         return mn_id
 
-    def _attach(self, ifname: str, mac: bytes | None, how: str) -> bytes | None:
-        mn_id = self._identify(ifname, mac)
+    def _attach(
+        self, ifname: str, mac: bytes | None, how: str, mn_id: bytes | None = None
+    ) -> bytes | None:
+        """Attach the MN on ``ifname`` (``mn_id`` if the caller has identified it)."""
+        mn_id = mn_id or self._identify(ifname, mac)
         if mn_id is None:
             return None
         known = self.engine.entry(mn_id) is not None
@@ -815,9 +818,16 @@ class MagService(Service):
                 )
                 self.engine.detach(mn_id, time.time())
         else:
-            mn_id = self._attach(ifname, mac, f"DHCP {msg.name}")
-            if mn_id is not None and self.dhcp_agent is not None:
-                self.dhcp_agent.from_client(ifname, mn_id, msg, now)
+            agent = self.dhcp_agent
+            mn_id = self._identify(ifname, mac)
+            if mn_id is not None and agent is not None and agent.forward(ifname, mn_id, msg):
+                # The relay's message leaves first: the server works while this MAG
+                # attaches the MN (a cold attach costs more than the relaying itself).
+                self._send_dhcp(agent.datagrams_to_send())
+            if mn_id is not None:
+                mn_id = self._attach(ifname, mac, f"DHCP {msg.name}", mn_id)
+            if mn_id is not None and agent is not None:
+                agent.from_client(ifname, mn_id, msg, now)
         self.flush()
 
     def _on_dhcp_server(self, data: bytes, addr: tuple[str, int]) -> None:

@@ -11,7 +11,7 @@ RELEASE, ``detach`` after a RELEASE, and every MAG event handed to ``observe``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 
 import pytest
@@ -115,10 +115,11 @@ class Rig:
         if msg.message_type == codec.RELEASE:
             site.agent.from_client(ACC, mn_id, msg, self.now)
             site.engine.detach(mn_id, self.now)
-        else:
-            assert site.engine.attach(mn_id, self.now, link_layer_id=codec.client_mac(msg))
-            site.agent.from_client(ACC, mn_id, msg, self.now)
-        return site.agent.datagrams_to_send()
+            return site.agent.datagrams_to_send()
+        first = site.agent.datagrams_to_send() if site.agent.forward(ACC, mn_id, msg) else []
+        assert site.engine.attach(mn_id, self.now, link_layer_id=codec.client_mac(msg))
+        site.agent.from_client(ACC, mn_id, msg, self.now)
+        return first + site.agent.datagrams_to_send()
 
     def from_server(self, data: bytes, at: str = "mag1") -> list[DhcpSend]:
         site = self.sites[at]
@@ -610,6 +611,51 @@ def test_relayed_discover_carries_giaddr_hops_and_option_82() -> None:
     assert options[-1] == "end" and options[-2] == ("relay_agent_information", expected)
     result, _ = r.pump()
     assert result.pbus == []  # dhcp-server mode: no PBU before the server has answered
+
+
+def test_forward_relays_ahead_of_the_attach_and_only_once() -> None:
+    """MagService._on_dhcp relays a dhcp-server mode MN's DISCOVER/REQUEST before it
+    attaches the MN: `forward` puts out the relayed message, and the `from_client` after
+    the attach keeps its books (the xid, for the server's reply) without a second copy."""
+    r = rig()
+    site = r.sites["mag1"]
+    disc = codec.parse(bytes(discover(MN_DHCP)))
+    assert site.agent.forward(ACC, MN_DHCP, disc)
+    [relayed] = to_server(site.agent.datagrams_to_send())
+    assert relayed.xid == disc.xid and relayed.giaddr == RELAY_ADDR
+    assert site.engine.entry(MN_DHCP) is None  # not attached yet
+    assert site.engine.attach(MN_DHCP, r.now, link_layer_id=MAC[MN_DHCP])
+    site.agent.from_client(ACC, MN_DHCP, disc, r.now)
+    assert site.agent.datagrams_to_send() == []
+    [offer] = to_mn(r.from_server(server_reply(relayed, "offer", KEA_HOA)))
+    assert offer.yiaddr == KEA_HOA
+    # A message forward did not take goes through from_client whole, as before.
+    again = codec.parse(bytes(discover(MN_DHCP)))
+    site.agent.from_client(ACC, MN_DHCP, again, r.now)
+    [relayed_again] = to_server(site.agent.datagrams_to_send())
+    assert relayed_again.xid == again.xid
+
+
+def test_forward_leaves_other_messages_to_from_client() -> None:
+    """Not forwarded ahead: an lma-mode MN's messages (the MAG answers those itself), a
+    RELEASE or DECLINE (from_client forgets the MN first), an MN without an LMA to serve
+    it (the attach refuses it, so nothing may reach the server), and any message when no
+    relay address is configured."""
+    r = rig()
+    agent = r.sites["mag1"].agent
+    assert not agent.forward(ACC, MN_LMA, codec.parse(bytes(discover(MN_LMA))))
+    for kind in ("release", "decline"):
+        msg = codec.parse(bytes(client_msg(MN_DHCP, kind, ciaddr=KEA_HOA)))
+        assert not agent.forward(ACC, MN_DHCP, msg)
+    assert not agent.forward(ACC, b"nobody@example.net", codec.parse(bytes(discover(MN_DHCP))))
+    assert agent.datagrams_to_send() == []
+    lonely = rig()
+    lonely_agent = lonely.sites["mag1"].agent
+    lonely_agent.engine.settings = replace(lonely_agent.engine.settings, lmas={})
+    assert not lonely_agent.forward(ACC, MN_DHCP, codec.parse(bytes(discover(MN_DHCP))))
+    lonely_agent.relay_address = None
+    assert not lonely_agent.forward(ACC, MN_DHCP, codec.parse(bytes(discover(MN_DHCP))))
+    assert lonely_agent.datagrams_to_send() == []
 
 
 def test_server_offer_goes_on_while_the_pbu_does_and_the_ack_waits_for_the_pba() -> None:

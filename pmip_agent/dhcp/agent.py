@@ -88,6 +88,7 @@ class DhcpAgent:
         self._by_xid: dict[int, bytes] = {}
         self._out: list[DhcpSend] = []
         self._now = 0.0
+        self._forwarded: DhcpMessage | None = None  # relayed by `forward` already
         # MNs sent an OFFER whose REQUEST/ACK has not happened yet, and when: the daemon
         # holds back slower work (tunnel setup, commits) while an exchange is this close.
         self._offered: dict[bytes, float] = {}
@@ -119,13 +120,34 @@ class DhcpAgent:
         if profile is None:
             return
         relay = profile.ipv4_mode is Ipv4Mode.DHCP_SERVER
-        client = self._clients.get(mn_id)
-        if client is None or client.ifname != ifname:
-            client = self._clients[mn_id] = _Client(mn_id, ifname, relay)
+        client = self._client(ifname, mn_id, relay)
         if relay:
             self._relay_from_client(client, profile.dhcp_prefix, msg)
         else:
             self._serve(client, msg)
+
+    def forward(self, ifname: str, mn_id: bytes, msg: DhcpMessage) -> bool:
+        """Relay a DISCOVER, REQUEST or INFORM of a dhcp-server mode MN to the servers now,
+        ahead of the MN's attach: the daemon sends it before the registration work, and
+        the `from_client` that follows keeps the books without relaying it again. False
+        when ``msg`` is not one to pass on this way; `from_client` then does it all."""
+        if msg.message_type not in (DISCOVER, REQUEST, INFORM):
+            return False
+        profile = self.engine.settings.profiles.get(mn_id)
+        if profile is None or profile.ipv4_mode is not Ipv4Mode.DHCP_SERVER:
+            return False
+        if not self.engine.can_serve(mn_id):  # the attach will refuse it: nothing to relay
+            return False
+        if not self._pass_to_servers(self._client(ifname, mn_id, True), profile.dhcp_prefix, msg):
+            return False
+        self._forwarded = msg
+        return True
+
+    def _client(self, ifname: str, mn_id: bytes, relay: bool) -> _Client:
+        client = self._clients.get(mn_id)
+        if client is None or client.ifname != ifname:
+            client = self._clients[mn_id] = _Client(mn_id, ifname, relay)
+        return client
 
     def _serve(self, client: _Client, msg: DhcpMessage) -> None:
         mn_id = client.mn_id
@@ -221,6 +243,7 @@ class DhcpAgent:
     def _relay_from_client(
         self, client: _Client, prefix: IPv4Network | None, msg: DhcpMessage
     ) -> None:
+        forwarded, self._forwarded = self._forwarded is msg, None
         if self.relay_address is None or not self.servers:
             log.warning(
                 "DHCP relay for %s: no relay address or server configured", _name(client.mn_id)
@@ -236,6 +259,14 @@ class DhcpAgent:
             if msg.requested_ip is not None and grant is None:
                 plen = prefix.prefixlen if prefix is not None else 32
                 self.engine.learn_ipv4(client.mn_id, msg.requested_ip, plen, self._now)
+        if not forwarded:
+            self._pass_to_servers(client, prefix, msg)
+
+    def _pass_to_servers(
+        self, client: _Client, prefix: IPv4Network | None, msg: DhcpMessage
+    ) -> bool:
+        if self.relay_address is None or not self.servers:
+            return False
         client.xids.add(msg.xid)
         self._by_xid[msg.xid] = client.mn_id
         cached = client.relay_info
@@ -248,6 +279,7 @@ class DhcpAgent:
         data = codec.relayed(msg, self.relay_address, cached[1])
         for server in self.servers:
             self._out.append(DhcpSend(None, data, (str(server), SERVER_PORT)))
+        return True
 
     def from_server(self, msg: DhcpMessage, now: float) -> None:
         self._now = now
