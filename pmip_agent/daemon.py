@@ -117,6 +117,7 @@ class Service:
         self.drops = RateLimitedLog(logging.getLogger(f"pmip.{self.role}.drop"))
         self.started_at = time.time()
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None  # what _timer is armed for
         self._stopped = asyncio.Event()
         self.control = ControlServer(Path(config.control_socket), self.handle_command)
         self.log = logging.getLogger(f"pmip.{self.role}")
@@ -184,9 +185,12 @@ class Service:
 
     def _arm_timer(self) -> None:
         deadline = self.engine.get_timer()
+        if deadline == self._deadline and self._timer is not None:
+            return  # most flushes leave the next deadline where it was
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._deadline = deadline
         if deadline is not None:
             self._timer = self.loop.call_later(max(0.0, deadline - time.time()), self._on_timer)
 
@@ -960,8 +964,11 @@ class MagService(Service):
         else:
             self._catch_up()
         self._arm_timer()
-        self.metrics.retransmissions.inc(self.engine.retransmissions - self._retransmissions_seen)
-        self._retransmissions_seen = self.engine.retransmissions
+        if self.engine.retransmissions != self._retransmissions_seen:
+            self.metrics.retransmissions.inc(
+                self.engine.retransmissions - self._retransmissions_seen
+            )
+            self._retransmissions_seen = self.engine.retransmissions
 
     def _catch_up(self) -> None:
         """The commit and the observers that the DHCP answers went ahead of, in order."""
