@@ -1,0 +1,246 @@
+"""What this machine allows flow 3 (seed Figure 3): a relay that does nothing else, beside a
+direct Kea lease, in the same run. The reference for bench/dhcp_attach.py's flow3-relay.
+
+    sudo .venv/bin/python bench/relay_floor.py --quick    # 20 attaches each, ~10 s
+    sudo .venv/bin/python bench/relay_floor.py            # 100 attaches each
+
+The lab of bench/dhcp_attach.py (the same namespaces, links, addresses and Kea config),
+with no pmip-agent at all. In MAG1's namespace runs the least a flow-3 MAG must do, in
+plain Python with one blocking ``select`` loop (``relay`` below):
+
+* an MN's message: giaddr set, hops incremented, a fixed option 82 appended; to Kea;
+* Kea's reply: option 82 cut out; to the MN. With an OFFER it also sends a 4-octet
+  datagram (the xid) to an echo in the LMA's namespace, over the same IPv6 transport link
+  a PBU takes; Kea's ACK leaves only once that echo is back (the MAG holds the ACK for
+  the PBA).
+
+No parsing beyond the option walk, no MN lookup, no registration, no state on disk, no
+logging, no event loop: what remains is the machine's part (wakes, the network stack, the
+two cores shared by the MN, the relay, Kea and the "LMA"). ``--no-hold`` leaves out the
+echo and the hold. The MN client and the timing are those of bench/dhcp_attach.py.
+
+Writes build/bench/relay_floor.json (``--quick``: relay_floor.quick.json). Needs root.
+"""
+
+from __future__ import annotations
+
+import gc
+import select
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+for extra in (ROOT, ROOT / "tests", HERE):
+    if str(extra) not in sys.path:
+        sys.path.insert(0, str(extra))
+
+NAME = "relay_floor"
+ECHO_PORT = 5555
+
+
+# --- the two stand-ins, run in the lab's namespaces as `relay_floor.py relay|echo ...` ---
+
+
+def _options_walk(data: bytes) -> tuple[int, int]:
+    """Offsets of END and of option 82 (-1 if none)."""
+    i, at82 = 240, -1
+    while data[i] != 255:
+        if data[i] == 0:
+            i += 1
+            continue
+        if data[i] == 82:
+            at82 = i
+        i += 2 + data[i + 1]
+    return i, at82
+
+
+def relay(relay_ip: str, kea_ip: str, lmaa: str, coa: str, info_hex: str, hold: str) -> None:
+    info = bytes.fromhex(info_hex)
+    tail = bytes((82, len(info))) + info + b"\xff"
+    giaddr = socket.inet_aton(relay_ip)
+    holding = hold == "hold"
+    access = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    access.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    access.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    access.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_BINDTODEVICE", 25), b"acc1")
+    access.bind(("0.0.0.0", 67))
+    servers = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    servers.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    servers.bind((relay_ip, 67))
+    lma = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    lma.bind((coa, 0))
+    lma.connect((lmaa, ECHO_PORT))
+    held: dict[bytes, bytes] = {}
+    answered: set[bytes] = set()
+    to_mn = ("255.255.255.255", 68)
+    while True:
+        ready, _, _ = select.select([access, servers, lma], [], [])
+        for sock in ready:
+            if sock is access:
+                data = access.recv(4096)
+                end, _ = _options_walk(data)
+                out = bytearray(data[:end])
+                out[3] += 1
+                out[24:28] = giaddr
+                servers.sendto(bytes(out) + tail, (kea_ip, 67))
+            elif sock is servers:
+                data = servers.recv(4096)
+                _, at = _options_walk(data)
+                if at >= 0:
+                    data = data[:at] + data[at + 2 + data[at + 1] :]
+                kind = data[242] if data[240] == 53 else 0
+                xid = data[4:8]
+                if kind == 2:  # OFFER: on to the MN, and the "PBU"
+                    access.sendto(data, to_mn)
+                    if holding:
+                        lma.send(xid)
+                elif kind == 5 and holding and xid not in answered:
+                    held[xid] = data  # the ACK waits for the "PBA"
+                else:
+                    answered.discard(xid)
+                    access.sendto(data, to_mn)
+            else:
+                xid = lma.recv(64)
+                ack = held.pop(xid, None)
+                if ack is None:
+                    answered.add(xid)
+                else:
+                    access.sendto(ack, to_mn)
+
+
+def echo(address: str) -> None:
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sock.bind((address, ECHO_PORT))
+    while True:
+        data, peer = sock.recvfrom(64)
+        sock.sendto(data, peer)
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+def run(args: Any) -> dict[str, Any]:
+    import dhcp_attach as da
+    import dhcp_lab
+    from netns import Lab, require_root_netns
+
+    from pmip_agent.dhcp import codec
+
+    require_root_netns()
+    n = args.n if args.n is not None else (20 if args.quick else 100)
+    tmp = Path(tempfile.mkdtemp(prefix="pmip-relay-floor-"))
+    lab = Lab("rf")
+    clients: list[Any] = []
+    try:
+        env = da.BenchLab(lab, tmp)
+        env.build(kea_pools={str(da.KEA_RELAY_NET): da.KEA_RELAY_POOL})
+        ns_mn, ns_direct = env.add_mn_links()
+        env.start_kea()
+        info = codec.relay_agent_info(
+            b"mag1:acc1", b"floor@bench.example.net", da.KEA_RELAY_NET.network_address
+        )
+        me = [sys.executable, str(Path(__file__).resolve())]
+        hold = "no-hold" if args.no_hold else "hold"
+        lab.spawn(env.ns_lma, [*me, "echo", dhcp_lab.LMAA], tmp / "echo.log")
+        lab.spawn(
+            env.ns_mag["mag1"],
+            [
+                *me,
+                "relay",
+                dhcp_lab.RELAY["mag1"],
+                dhcp_lab.KEA["mag1"],
+                dhcp_lab.LMAA,
+                dhcp_lab.MAG_COA["mag1"],
+                info.hex(),
+                hold,
+            ],
+            tmp / "relay.log",
+        )
+        time.sleep(1.0)  # the two stand-ins bind their sockets
+        by_flow = {"floor-relay": da.MnClient(ns_mn), "direct-kea": da.MnClient(ns_direct)}
+        clients += by_flow.values()
+        samples: dict[str, list[Any]] = {flow: [] for flow in by_flow}
+        order = list(by_flow)
+        gc.collect()
+        gc.disable()
+        for rnd in range(args.warmup + n):
+            for flow in order:
+                mac = bytes([0x02, 0x00, 0x00, 0x20 + order.index(flow), rnd >> 8, rnd & 0xFF])
+                wanted = "flow3-relay" if flow == "floor-relay" else "direct-kea"
+                got = by_flow[flow].attach(wanted, rnd, mac, args.timeout)
+                if got.ok and IPv4Address(got.address) not in da.EXPECTED_NET[wanted]:
+                    got.ok, got.error = False, f"address {got.address} outside the pool"
+                if rnd >= args.warmup:
+                    samples[flow].append(got)
+                time.sleep(args.pause)
+            order.reverse()
+        gc.enable()
+        for log in ("relay.log", "echo.log"):
+            text = (tmp / log).read_text(errors="replace").strip()
+            if text:
+                raise SystemExit(f"the {log[:-4]} stand-in failed:\n{text}")
+        return {
+            "n": n,
+            "hold_for_echo": not args.no_hold,
+            "pause_s": args.pause,
+            "results": {flow: da.summary(got) for flow, got in samples.items()},
+        }
+    finally:
+        gc.enable()
+        for c in clients:
+            c.close()
+        lab.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> int:
+    from common import arg_parser, finish_machine_info, machine_info, print_table, write_json
+
+    import pmip_agent.dhcp.codec  # noqa: F401  (loaded before machine_info() fingerprints it)
+
+    parser = arg_parser(__doc__)
+    parser.add_argument("--n", type=int, default=None, help="measured attaches per flow")
+    parser.add_argument("--warmup", type=int, default=3, help="uncounted rounds first (3)")
+    parser.add_argument("--pause", type=float, default=0.05, help="seconds between attaches")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per DHCP step")
+    parser.add_argument(
+        "--no-hold", action="store_true", help="no echo: the ACK is not held for a 'PBA'"
+    )
+    args = parser.parse_args()
+    info = machine_info()
+    data = run(args)
+    data["machine"] = finish_machine_info(info)
+    res = data["results"]
+    base = res["direct-kea"]["ack_ms"]
+    rows = []
+    for flow, r in res.items():
+        p50, p99 = r["ack_ms"]["p50"], r["ack_ms"]["p99"]
+        rows.append(
+            (
+                flow,
+                f"{r['ok']}/{r['attaches']}",
+                f"{p50:.2f}",
+                f"{p99:.2f}",
+                f"{p50 / base['p50']:.2f}x",
+                f"{p99 / base['p99']:.2f}x",
+            )
+        )
+    print_table(rows, ("flow", "ok", "p50 ms", "p99 ms", "p50/direct", "p99/direct"))
+    write_json(NAME, data, quick=args.quick, tag=args.tag)
+    return 1 if any(r["ok"] < r["attaches"] for r in res.values()) else 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "relay":
+        relay(*sys.argv[2:8])
+    elif len(sys.argv) > 1 and sys.argv[1] == "echo":
+        echo(sys.argv[2])
+    else:
+        sys.exit(main())
