@@ -744,11 +744,8 @@ class MagService(Service):
             )
         return mn_id
 
-    def _attach(
-        self, ifname: str, mac: bytes | None, how: str, mn_id: bytes | None = None
-    ) -> bytes | None:
-        """Attach the MN on ``ifname`` (``mn_id`` if the caller has identified it)."""
-        mn_id = mn_id or self._identify(ifname, mac)
+    def _attach(self, ifname: str, mac: bytes | None, how: str) -> bytes | None:
+        mn_id = self._identify(ifname, mac)
         if mn_id is None:
             return None
         known = self.engine.entry(mn_id) is not None
@@ -800,6 +797,9 @@ class MagService(Service):
         self.flush()
 
     def _on_dhcp(self, ifname: str, data: bytes, addr: tuple[str, int]) -> None:
+        agent = self.dhcp_agent
+        if agent is not None and self._relay_first(agent, ifname, data):
+            return
         try:
             msg = dhcp.parse(data)
         except dhcp.DhcpError as exc:
@@ -822,19 +822,35 @@ class MagService(Service):
                 )
                 self.engine.detach(mn_id, time.time())
         else:
-            agent = self.dhcp_agent
-            mn_id = self._identify(ifname, mac)
-            if mn_id is not None and agent is not None and agent.forward(ifname, mn_id, msg):
-                # The relay's message leaves first: the server works while this MAG
-                # attaches the MN (a cold attach costs more than the relaying itself).
-                self._send_dhcp(agent.datagrams_to_send())
-            if mn_id is not None:
-                mn_id = self._attach(ifname, mac, f"DHCP {msg.name}", mn_id)
+            mn_id = self._attach(ifname, mac, f"DHCP {msg.name}")
             if mn_id is not None and agent is not None:
                 agent.from_client(ifname, mn_id, msg, now)
         self.flush()
 
+    def _relay_first(self, agent: DhcpAgent, ifname: str, data: bytes) -> bool:
+        """The relay's path (DhcpAgent.forward): a dhcp-server mode MN's message goes to
+        the servers from its bytes, before the MN is attached, and is never decoded with
+        dpkt. Each of those steps costs about 0.1 ms when the MAG has been idle, as it
+        mostly is between attaches, and the server can work meanwhile. True when it took
+        the message."""
+        seen = dhcp.peek(data)
+        if seen is None:
+            return False
+        mac = seen.client_mac()
+        mn_id = self.iface_mn.get(ifname) or self.by_mac.get(mac)
+        if mn_id is None or not agent.forward(ifname, mn_id, data, seen):
+            return False
+        self._send_dhcp(agent.datagrams_to_send())
+        self._attach(ifname, mac, f"DHCP {dhcp.MESSAGE_NAMES[seen.message_type]}")
+        self.flush()
+        return True
+
     def _on_dhcp_server(self, data: bytes, addr: tuple[str, int]) -> None:
+        agent = self.dhcp_agent
+        seen = dhcp.peek(data) if agent is not None else None
+        if agent is not None and seen is not None and agent.forward_reply(data, seen, time.time()):
+            self.flush()  # as _relay_first: the relay's path, never decoded
+            return
         try:
             msg = dhcp.parse(data)
         except dhcp.DhcpError as exc:

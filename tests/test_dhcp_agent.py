@@ -92,6 +92,9 @@ class Rig:
     now: float = T0
     sites: dict[str, Site] = field(default_factory=dict)
     mag_events: list[Event] = field(default_factory=list)
+    # As the daemon: the relay's path from the bytes (forward, forward_reply) where it
+    # applies, else the decoded message. False: from_client and from_server do it all.
+    relay_first: bool = True
 
     def add_mag(self, name: str, coa: IPv6Address, **mag_settings: object) -> Site:
         engine = make_mag(coa=coa, **mag_settings)  # type: ignore[arg-type]
@@ -111,19 +114,27 @@ class Rig:
         """One client datagram, handled as MagService._on_dhcp does; returns what the agent
         wants sent at once, before any PBA (nothing is pumped here)."""
         site = self.sites[at]
-        msg = codec.parse(bytes(pkt))
+        data = bytes(pkt)
+        seen = codec.peek(data) if self.relay_first else None
+        if seen is not None and site.agent.forward(ACC, mn_id, data, seen):
+            out = site.agent.datagrams_to_send()
+            assert site.engine.attach(mn_id, self.now, link_layer_id=seen.client_mac())
+            return out
+        msg = codec.parse(data)
         if msg.message_type == codec.RELEASE:
             site.agent.from_client(ACC, mn_id, msg, self.now)
             site.engine.detach(mn_id, self.now)
-            return site.agent.datagrams_to_send()
-        first = site.agent.datagrams_to_send() if site.agent.forward(ACC, mn_id, msg) else []
-        assert site.engine.attach(mn_id, self.now, link_layer_id=codec.client_mac(msg))
-        site.agent.from_client(ACC, mn_id, msg, self.now)
-        return first + site.agent.datagrams_to_send()
+        else:
+            assert site.engine.attach(mn_id, self.now, link_layer_id=codec.client_mac(msg))
+            site.agent.from_client(ACC, mn_id, msg, self.now)
+        return site.agent.datagrams_to_send()
 
     def from_server(self, data: bytes, at: str = "mag1") -> list[DhcpSend]:
+        """One server datagram, handled as MagService._on_dhcp_server does."""
         site = self.sites[at]
-        site.agent.from_server(codec.parse(data), self.now)
+        seen = codec.peek(data) if self.relay_first else None
+        if seen is None or not site.agent.forward_reply(data, seen, self.now):
+            site.agent.from_server(codec.parse(data), self.now)
         return site.agent.datagrams_to_send()
 
     def pump(self, at: str = "mag1") -> tuple[PumpResult, list[DhcpSend]]:
@@ -191,8 +202,20 @@ class Rig:
         return ack
 
 
+RELAY_WAYS = ("relay-first", "decoded")
+_relay_way = {"first": True}
+
+
+@pytest.fixture(autouse=True, params=RELAY_WAYS)
+def relay_way(request: pytest.FixtureRequest) -> str:
+    """Every test here runs both ways: as the daemon does (the relay's bytes first), and
+    through from_client/from_server alone. What the MN and the servers see must agree."""
+    _relay_way["first"] = request.param == "relay-first"
+    return str(request.param)
+
+
 def rig(lma: LmaEngine | None = None, **mag_settings: object) -> Rig:
-    r = Rig(make_lma() if lma is None else lma)
+    r = Rig(make_lma() if lma is None else lma, relay_first=_relay_way["first"])
     r.add_mag("mag1", MAG1, **mag_settings)
     return r
 
@@ -613,49 +636,79 @@ def test_relayed_discover_carries_giaddr_hops_and_option_82() -> None:
     assert result.pbus == []  # dhcp-server mode: no PBU before the server has answered
 
 
-def test_forward_relays_ahead_of_the_attach_and_only_once() -> None:
-    """MagService._on_dhcp relays a dhcp-server mode MN's DISCOVER/REQUEST before it
-    attaches the MN: `forward` puts out the relayed message, and the `from_client` after
-    the attach keeps its books (the xid, for the server's reply) without a second copy."""
+def test_forward_relays_from_the_bytes_ahead_of_the_attach() -> None:
+    """MagService._on_dhcp relays a dhcp-server mode MN's DISCOVER from its bytes, before
+    the MN is attached (so before any registration work), and never decodes it; the
+    server's OFFER goes on to the MN the same way (`forward_reply`), which also reports
+    its address in a PBU, as from_server would (seed Figure 3, step 3)."""
     r = rig()
     site = r.sites["mag1"]
-    disc = codec.parse(bytes(discover(MN_DHCP)))
-    assert site.agent.forward(ACC, MN_DHCP, disc)
+    data = bytes(discover(MN_DHCP))
+    seen = codec.peek(data)
+    assert seen is not None and site.agent.forward(ACC, MN_DHCP, data, seen)
     [relayed] = to_server(site.agent.datagrams_to_send())
-    assert relayed.xid == disc.xid and relayed.giaddr == RELAY_ADDR
+    assert relayed.xid == seen.xid and relayed.giaddr == RELAY_ADDR
     assert site.engine.entry(MN_DHCP) is None  # not attached yet
-    assert site.engine.attach(MN_DHCP, r.now, link_layer_id=MAC[MN_DHCP])
-    site.agent.from_client(ACC, MN_DHCP, disc, r.now)
-    assert site.agent.datagrams_to_send() == []
-    [offer] = to_mn(r.from_server(server_reply(relayed, "offer", KEA_HOA)))
-    assert offer.yiaddr == KEA_HOA
-    # A message forward did not take goes through from_client whole, as before.
-    again = codec.parse(bytes(discover(MN_DHCP)))
-    site.agent.from_client(ACC, MN_DHCP, again, r.now)
-    [relayed_again] = to_server(site.agent.datagrams_to_send())
-    assert relayed_again.xid == again.xid
+    assert site.engine.attach(MN_DHCP, r.now, link_layer_id=seen.client_mac())
+    reply = server_reply(relayed, "offer", KEA_HOA)
+    seen = codec.peek(reply)
+    assert seen is not None and site.agent.forward_reply(reply, seen, r.now)
+    [offer] = to_mn(site.agent.datagrams_to_send())
+    assert offer.yiaddr == KEA_HOA and offer.relay_agent_info is None
+    [pbu] = r.pump()[0].pbus
+    assert pbu.find(Ipv4HoaRequest) == Ipv4HoaRequest(KEA_HOA, 16)
+    # The MN's REQUEST (SELECTING) and the server's ACK, once the LMA granted the address.
+    req = bytes(selecting(MN_DHCP, offer))
+    seen = codec.peek(req)
+    assert seen is not None and site.agent.forward(ACC, MN_DHCP, req, seen)
+    [relayed] = to_server(site.agent.datagrams_to_send())
+    ack = server_reply(relayed, "ack", KEA_HOA)
+    seen = codec.peek(ack)
+    assert seen is not None and site.agent.forward_reply(ack, seen, r.now)
+    [got] = to_mn(site.agent.datagrams_to_send())
+    assert got.message_type == ACK and got.yiaddr == KEA_HOA
 
 
-def test_forward_leaves_other_messages_to_from_client() -> None:
-    """Not forwarded ahead: an lma-mode MN's messages (the MAG answers those itself), a
-    RELEASE or DECLINE (from_client forgets the MN first), an MN without an LMA to serve
-    it (the attach refuses it, so nothing may reach the server), and any message when no
-    relay address is configured."""
+def test_forward_leaves_other_messages_to_the_decoded_way() -> None:
+    """Not taken from the bytes: an lma-mode MN's messages (the MAG answers those
+    itself), a RELEASE or DECLINE (from_client forgets the MN first), an INIT-REBOOT
+    REQUEST (from_client registers the address it asks for first), an MN without an LMA
+    to serve it (the attach refuses it, so nothing may reach the server), any message when
+    no relay address is configured (from_client logs why); and the server's ACK before
+    the LMA granted its address (held for the PBA), or an OFFER for an MN the LMA refused
+    (from_server logs it)."""
     r = rig()
     agent = r.sites["mag1"].agent
-    assert not agent.forward(ACC, MN_LMA, codec.parse(bytes(discover(MN_LMA))))
+
+    def fwd(mn_id: bytes, pkt: BOOTP, on: DhcpAgent = agent) -> bool:
+        data = bytes(pkt)
+        seen = codec.peek(data)
+        assert seen is not None
+        return on.forward(ACC, mn_id, data, seen)
+
+    assert not fwd(MN_LMA, discover(MN_LMA))
     for kind in ("release", "decline"):
-        msg = codec.parse(bytes(client_msg(MN_DHCP, kind, ciaddr=KEA_HOA)))
-        assert not agent.forward(ACC, MN_DHCP, msg)
-    assert not agent.forward(ACC, b"nobody@example.net", codec.parse(bytes(discover(MN_DHCP))))
+        assert not fwd(MN_DHCP, client_msg(MN_DHCP, kind, ciaddr=KEA_HOA))
+    assert not fwd(MN_DHCP, init_reboot(MN_DHCP, KEA_HOA))
+    assert fwd(MN_DHCP, renew(MN_DHCP, KEA_HOA))  # ciaddr set: not INIT-REBOOT
+    assert not fwd(b"nobody@example.net", discover(MN_DHCP))
+    agent.datagrams_to_send()
+    lonely = rig().sites["mag1"].agent
+    lonely.engine.settings = replace(lonely.engine.settings, lmas={})
+    assert not fwd(MN_DHCP, discover(MN_DHCP), lonely)
+    lonely.relay_address = None
+    assert not fwd(MN_DHCP, discover(MN_DHCP), lonely)
+    assert lonely.datagrams_to_send() == []
+
+    [relayed] = to_server(r.from_mn(MN_DHCP, discover(MN_DHCP)))
+    ack = server_reply(relayed, "ack", KEA_HOA)
+    seen = codec.peek(ack)
+    assert seen is not None and not agent.forward_reply(ack, seen, r.now)  # no grant yet
+    agent.denied.add(MN_DHCP)
+    offer = server_reply(relayed, "offer", KEA_HOA)
+    seen = codec.peek(offer)
+    assert seen is not None and not agent.forward_reply(offer, seen, r.now)
     assert agent.datagrams_to_send() == []
-    lonely = rig()
-    lonely_agent = lonely.sites["mag1"].agent
-    lonely_agent.engine.settings = replace(lonely_agent.engine.settings, lmas={})
-    assert not lonely_agent.forward(ACC, MN_DHCP, codec.parse(bytes(discover(MN_DHCP))))
-    lonely_agent.relay_address = None
-    assert not lonely_agent.forward(ACC, MN_DHCP, codec.parse(bytes(discover(MN_DHCP))))
-    assert lonely_agent.datagrams_to_send() == []
 
 
 def test_server_offer_goes_on_while_the_pbu_does_and_the_ack_waits_for_the_pba() -> None:

@@ -76,6 +76,58 @@ def test_fuzz_only_dhcp_error_escapes() -> None:
     assert outcomes["ok"] > 100 and outcomes["error"] > 100, outcomes
 
 
+def test_peek_accepts_only_what_parse_accepts_and_agrees_with_it() -> None:
+    """The relay passes messages on from `peek` before `parse` has seen them: anything
+    peek accepts must parse, with the same type, xid, client identifier and option 82,
+    and the in-place relaying from peek's offsets must equal the decoded way's. Mutated
+    and random messages, with pads, several option 82s and bytes after END."""
+    rng = random.Random(3046)
+    seen_ok = 0
+    bases = [_message(rng, rng.choice([1, 2]), i % 3, bool(i % 2)) for i in range(40)]
+    for i in range(4000):
+        data = bytearray(bases[i % len(bases)])
+        for _ in range(rng.randrange(4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        if rng.random() < 0.2:
+            data = data[: rng.randrange(len(data))]
+        raw = bytes(data)
+        seen = codec.peek(raw)
+        if seen is None:
+            continue
+        seen_ok += 1
+        msg = codec.parse(raw)  # raises if peek accepted something parse does not
+        assert (seen.op, seen.message_type, seen.xid) == (msg.op, msg.message_type, msg.xid)
+        assert seen.client_mac() == codec.client_mac(msg)
+        assert (IPv4Address(seen.ciaddr), IPv4Address(seen.yiaddr)) == (msg.ciaddr, msg.yiaddr)
+        assert _address(seen.server_id) == msg.server_id
+        assert _address(seen.subnet_mask) == msg.subnet_mask
+        assert codec.relay_info_of(raw, seen.relay_info_at) == msg.relay_agent_info
+        assert raw[seen.end_at] == 255
+        if seen.relay_info_at < 0:
+            _same(
+                codec.relayed_at(raw, seen.end_at, RELAY.packed, INFO),
+                codec.relayed(_decoded_way(msg), RELAY, INFO),
+            )
+        else:
+            _same(
+                codec.without_relay_info_at(raw, seen.relay_info_at),
+                codec.without_relay_info(_decoded_way(msg)),
+            )
+    assert seen_ok > 1000, seen_ok
+
+
+def test_peek_declines_what_the_relay_should_not_pass_by_offset() -> None:
+    base = _discover(client_id=b"\x01" + MAC)
+    assert codec.peek(base) is not None
+    two_82 = base[:-1] + bytes([82, 1, 7, 82, 1, 8, 255])
+    assert codec.parse(two_82).relay_agent_info == bytes([7])
+    assert codec.peek(two_82) is None  # only one may be cut out in place
+    assert codec.peek(base[:-1]) is None  # no END
+    assert codec.peek(base[:240] + bytes([53, 2, 1, 1, 255])) is None  # type is not 1 octet
+    assert codec.peek(b"\x03" + base[1:]) is None  # neither request nor reply
+    assert codec.peek(base[:200]) is None
+
+
 RELAY = IPv4Address("198.51.100.1")
 INFO = codec.relay_agent_info(b"mag1:acc1", b"mn@example.net", IPv4Address("10.50.0.0"))
 
@@ -85,8 +137,9 @@ def _message(rng: random.Random, op: int, with_info: int, pads: bool) -> bytes:
     octets between options if ``pads``, and random octets after END."""
     opts = [bytes([53, 1, rng.choice([1, 2, 3, 5])])]
     for _ in range(rng.randrange(6)):
-        value = bytes(rng.randrange(256) for _ in range(rng.randrange(12)))
-        opts.append(bytes([rng.choice([12, 43, 60, 61, 77, 125]), len(value)]) + value)
+        value = bytes(rng.randrange(256) for _ in range(rng.choice([4, rng.randrange(12)])))
+        code = rng.choice([1, 12, 43, 50, 54, 60, 61, 77, 125])
+        opts.append(bytes([code, len(value)]) + value)
     for _ in range(with_info):
         info = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 20)))
         opts.insert(rng.randrange(1, len(opts) + 1), bytes([82, len(info)]) + info)
@@ -95,6 +148,10 @@ def _message(rng: random.Random, op: int, with_info: int, pads: bool) -> bytes:
     header[0:4] = bytes([op, 1, 6, rng.randrange(4)])
     tail = bytes(rng.randrange(256) for _ in range(rng.randrange(40)))
     return bytes(header) + codec.MAGIC_COOKIE + body + b"\xff" + tail
+
+
+def _address(value: bytes | None) -> IPv4Address | None:
+    return IPv4Address(value) if value is not None and len(value) == 4 else None
 
 
 def _decoded_way(msg: codec.DhcpMessage) -> codec.DhcpMessage:

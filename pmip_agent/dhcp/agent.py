@@ -14,6 +14,11 @@ is the MAG engine's job; this class only decides what to tell the MN, and when:
   steps 3-4 and 8), and never passed on if the LMA refuses it. So an MN never configures
   an address the LMA has not anchored (seed §3.4), and the LMA's round trip overlaps the
   MN's REQUEST instead of delaying the OFFER.
+
+The relay's common messages are taken from their bytes (`forward`, `forward_reply`, on
+`codec.peek`), so the daemon passes them on before it decodes anything or attaches the
+MN; they do exactly what `from_client` and `from_server` would, and every other message
+takes that decoded way.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from .codec import ACK, DECLINE, DISCOVER, INFORM, NAK, OFFER, RELEASE, REQUEST,
 
 log = logging.getLogger("pmip.dhcp")
 BROADCAST = ("255.255.255.255", 68)
+ZERO_PACKED = bytes(4)
 SERVER_PORT = 67
 
 
@@ -88,7 +94,6 @@ class DhcpAgent:
         self._by_xid: dict[int, bytes] = {}
         self._out: list[DhcpSend] = []
         self._now = 0.0
-        self._forwarded: DhcpMessage | None = None  # relayed by `forward` already
         # MNs sent an OFFER whose REQUEST/ACK has not happened yet, and when: the daemon
         # holds back slower work (tunnel setup, commits) while an exchange is this close.
         self._offered: dict[bytes, float] = {}
@@ -126,22 +131,70 @@ class DhcpAgent:
         else:
             self._serve(client, msg)
 
-    def forward(self, ifname: str, mn_id: bytes, msg: DhcpMessage) -> bool:
-        """Relay a DISCOVER, REQUEST or INFORM of a dhcp-server mode MN to the servers now,
-        ahead of the MN's attach: the daemon sends it before the registration work, and
-        the `from_client` that follows keeps the books without relaying it again. False
-        when ``msg`` is not one to pass on this way; `from_client` then does it all."""
-        if msg.message_type not in (DISCOVER, REQUEST, INFORM):
+    # --- the relay's own path: from the bytes, before any decoding ---------------------
+
+    def forward(self, ifname: str, mn_id: bytes, data: bytes, seen: codec.Peek) -> bool:
+        """All of `from_client` for a dhcp-server mode MN's DISCOVER, INFORM or REQUEST
+        (but an INIT-REBOOT one), done from the message's bytes (``seen`` is
+        `codec.peek(data)`): relay it to the servers. The daemon sends that, then attaches
+        the MN; it need not decode the message. False when the message is not one of
+        those: the daemon decodes it and calls `from_client`, which does it all."""
+        if seen.op != 1 or seen.relay_info_at >= 0:
             return False
+        kind = seen.message_type
+        if kind == REQUEST:
+            sid = seen.server_id
+            if (sid is None or len(sid) != 4) and seen.ciaddr == ZERO_PACKED:
+                return False  # INIT-REBOOT: from_client registers the address first
+        elif kind != DISCOVER and kind != INFORM:
+            return False  # RELEASE and DECLINE: from_client forgets the MN first
         profile = self.engine.settings.profiles.get(mn_id)
         if profile is None or profile.ipv4_mode is not Ipv4Mode.DHCP_SERVER:
             return False
         if not self.engine.can_serve(mn_id):  # the attach will refuse it: nothing to relay
             return False
-        if not self._pass_to_servers(self._client(ifname, mn_id, True), profile.dhcp_prefix, msg):
-            return False
-        self._forwarded = msg
+        relay_address = self.relay_address
+        if relay_address is None or not self.servers:
+            return False  # from_client says why
+        client = self._client(ifname, mn_id, True)
+        info = self._relay_info(client, profile.dhcp_prefix)
+        relayed = codec.relayed_at(data, seen.end_at, relay_address.packed, info)
+        self._to_servers(client, seen.xid, relayed)
         return True
+
+    def forward_reply(self, data: bytes, seen: codec.Peek, now: float) -> bool:
+        """All of `from_server` for a server's reply that goes on to its MN at once, done
+        from the bytes: an OFFER (unless the LMA refused this MN; its address is reported
+        in a PBU, seed Figure 3 step 3), a NAK, or an ACK of the address the LMA granted.
+        False for anything else (an ACK waiting for the PBA, say): the daemon decodes it
+        and calls `from_server`."""
+        if seen.op != 2:
+            return False
+        info = codec.relay_info_of(data, seen.relay_info_at)
+        mn_id = codec.sub_option(info, codec.RAI_REMOTE_ID) or self._by_xid.get(seen.xid)
+        client = self._clients.get(mn_id) if mn_id is not None else None
+        if client is None or not client.relay:
+            return False
+        kind, yiaddr = seen.message_type, seen.yiaddr
+        grant = self.grants.get(client.mn_id)
+        granted = yiaddr == ZERO_PACKED or (grant is not None and grant.hoa.packed == yiaddr)
+        if kind == OFFER:
+            if client.mn_id in self.denied:
+                return False
+            if not granted:  # what from_server does for a new address
+                mask = seen.subnet_mask
+                plen = _prefix_len(IPv4Address(mask) if mask and len(mask) == 4 else None)
+                self.engine.learn_ipv4(client.mn_id, IPv4Address(yiaddr), plen, now)
+        elif (kind != ACK or not granted) and kind != NAK:
+            return False
+        self._now = now
+        at = seen.relay_info_at
+        out = codec.without_relay_info_at(data, at) if at >= 0 else codec.padded(data)
+        self._out.append(DhcpSend(client.ifname, out, BROADCAST))
+        self._note(client.mn_id, kind)
+        return True
+
+    # --- the decoded way --------------------------------------------------------------
 
     def _client(self, ifname: str, mn_id: bytes, relay: bool) -> _Client:
         client = self._clients.get(mn_id)
@@ -243,7 +296,6 @@ class DhcpAgent:
     def _relay_from_client(
         self, client: _Client, prefix: IPv4Network | None, msg: DhcpMessage
     ) -> None:
-        forwarded, self._forwarded = self._forwarded is msg, None
         if self.relay_address is None or not self.servers:
             log.warning(
                 "DHCP relay for %s: no relay address or server configured", _name(client.mn_id)
@@ -259,27 +311,31 @@ class DhcpAgent:
             if msg.requested_ip is not None and grant is None:
                 plen = prefix.prefixlen if prefix is not None else 32
                 self.engine.learn_ipv4(client.mn_id, msg.requested_ip, plen, self._now)
-        if not forwarded:
-            self._pass_to_servers(client, prefix, msg)
+        self._pass_to_servers(client, prefix, msg)
 
     def _pass_to_servers(
         self, client: _Client, prefix: IPv4Network | None, msg: DhcpMessage
-    ) -> bool:
-        if self.relay_address is None or not self.servers:
-            return False
-        client.xids.add(msg.xid)
-        self._by_xid[msg.xid] = client.mn_id
+    ) -> None:
+        if self.relay_address is not None and self.servers:
+            info = self._relay_info(client, prefix)
+            self._to_servers(client, msg.xid, codec.relayed(msg, self.relay_address, info))
+
+    def _relay_info(self, client: _Client, prefix: IPv4Network | None) -> bytes:
+        """Option 82 for this MN: built once per MN and link, not per packet."""
         cached = client.relay_info
-        if cached is None or cached[0] != prefix:  # built once per MN and link, not per packet
+        if cached is None or cached[0] != prefix:
             link_selection = prefix.network_address if prefix is not None else IPv4Address(0)
             info = codec.relay_agent_info(
                 f"{self.node_name}:{client.ifname}".encode(), client.mn_id, link_selection
             )
             cached = client.relay_info = (prefix, info)
-        data = codec.relayed(msg, self.relay_address, cached[1])
+        return cached[1]
+
+    def _to_servers(self, client: _Client, xid: int, data: bytes) -> None:
+        client.xids.add(xid)
+        self._by_xid[xid] = client.mn_id
         for server in self.servers:
             self._out.append(DhcpSend(None, data, (str(server), SERVER_PORT)))
-        return True
 
     def from_server(self, msg: DhcpMessage, now: float) -> None:
         self._now = now

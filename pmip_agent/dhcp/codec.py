@@ -13,6 +13,11 @@ agent adds option 82 "as the last option", and takes it out of the server's repl
 decoded and built again: every other octet goes through unchanged, and the relay's path
 stays short. A message whose options are not packed end to end (pad octets between them)
 takes the decode-and-build way, which leaves the pads out.
+
+`peek` is the relay's look at a message before any decoding: the few fields it passes a
+message on by (type, xid, the client identifier, where END and option 82 sit), read in
+one strict walk over the options. It answers None for anything unusual, which then goes
+the decoded way; a message it accepts, `parse` accepts too, with the same values.
 """
 
 from __future__ import annotations
@@ -135,6 +140,81 @@ def parse(data: bytes) -> DhcpMessage:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Peek:
+    """What the relay passes a message on by, read without decoding it (see `peek`)."""
+
+    op: int
+    message_type: int
+    xid: int
+    end_at: int  # the END option's offset
+    relay_info_at: int  # option 82's offset, or -1
+    client_id: bytes | None
+    chaddr: bytes
+    ciaddr: bytes
+    yiaddr: bytes
+    server_id: bytes | None  # option 54's content
+    subnet_mask: bytes | None  # option 1's content
+
+    def client_mac(self) -> bytes:
+        """As `client_mac` for a parsed message."""
+        cid = self.client_id
+        return cid[1:] if cid is not None and len(cid) == 7 and cid[0] == 1 else self.chaddr
+
+
+def peek(data: bytes) -> Peek | None:
+    """The relay's fields of ``data`` (RFC 2131 §2, RFC 2132 §2-3), or None when the
+    message should be decoded instead: too short, no magic cookie, not Ethernet BOOTP, an
+    option running past the end, no END, no single-octet message type first, or more than
+    one option 82."""
+    n = len(data)
+    if n <= MIN_LEN or data[236:240] != MAGIC_COOKIE or data[1] != 1 or data[2] != 6:
+        return None
+    op = data[0]
+    if op != 1 and op != 2:
+        return None
+    i, kind, client_id, info_at = MIN_LEN, -1, None, -1
+    server_id = mask = None
+    while True:
+        if i >= n:
+            return None  # no END
+        code = data[i]
+        if code == 255:
+            break
+        if code == 0:
+            i += 1
+            continue
+        if i + 1 >= n:
+            return None
+        j = i + 2 + data[i + 1]
+        if j > n:
+            return None
+        if code == OPT_MESSAGE_TYPE and kind < 0:
+            kind = data[i + 2] if j == i + 3 else 0
+        elif code == OPT_CLIENT_ID and client_id is None:
+            client_id = data[i + 2 : j]
+        elif code == OPT_SERVER_ID and server_id is None:
+            server_id = data[i + 2 : j]
+        elif code == OPT_SUBNET_MASK and mask is None:
+            mask = data[i + 2 : j]
+        elif code == OPT_RELAY_AGENT_INFO:
+            if info_at >= 0:
+                return None
+            info_at = i
+        i = j
+    if kind not in MESSAGE_NAMES:
+        return None
+    xid = int.from_bytes(data[4:8], "big")
+    return Peek(
+        op, kind, xid, i, info_at, client_id, data[28:34], data[12:16], data[16:20], server_id, mask
+    )
+
+
+def relay_info_of(data: bytes, at: int) -> bytes | None:
+    """Option 82's content in ``data`` at offset ``at`` (a `Peek.relay_info_at`)."""
+    return data[at + 2 : at + 2 + data[at + 1]] if at >= 0 else None
+
+
 def client_mac(msg: DhcpMessage) -> bytes:
     """The MN's link-layer address: option 61 of hardware type 1 if present, else chaddr."""
     cid = msg.client_id
@@ -209,7 +289,7 @@ def build_reply(
         chaddr=request.raw[28:44],
         opts=opts,
     )
-    return _padded(bytes(reply))
+    return padded(bytes(reply))
 
 
 def _reencoded(msg: DhcpMessage, **fields: object) -> dpkt.dhcp.DHCP:
@@ -223,19 +303,28 @@ def _reencoded(msg: DhcpMessage, **fields: object) -> dpkt.dhcp.DHCP:
 def relayed(msg: DhcpMessage, giaddr: IPv4Address, info: bytes) -> bytes:
     """The client's message as a relay agent forwards it to a server (RFC 2131 §4.1,
     RFC 3046 §2.1): giaddr set, hops incremented, option 82 added at the end."""
-    end = msg.end_at
-    if end >= 0 and msg.relay_agent_info is None:
-        out = bytearray(msg.raw[:end])
-        out[3] = min(out[3] + 1, 255)
-        out[24:28] = giaddr.packed
-        out += bytes((OPT_RELAY_AGENT_INFO, len(info))) + info + b"\xff"
-        return _padded(bytes(out))
+    if msg.end_at >= 0 and msg.relay_agent_info is None:
+        return relayed_at(msg.raw, msg.end_at, giaddr.packed, info)
     pkt = _reencoded(msg, giaddr=int(giaddr))
     pkt.hops = min(pkt.hops + 1, 255)
     pkt.opts = [o for o in pkt.opts if o[0] != OPT_RELAY_AGENT_INFO] + [
         (OPT_RELAY_AGENT_INFO, info)
     ]
-    return _padded(bytes(pkt))
+    return padded(bytes(pkt))
+
+
+def relayed_at(raw: bytes, end_at: int, giaddr: bytes, info: bytes) -> bytes:
+    """`relayed`, in place, for a message without option 82 whose END is at ``end_at``."""
+    out = bytearray(raw[:end_at])
+    out[3] = min(out[3] + 1, 255)
+    out[24:28] = giaddr
+    out += bytes((OPT_RELAY_AGENT_INFO, len(info))) + info + b"\xff"
+    return padded(bytes(out))
+
+
+def without_relay_info_at(raw: bytes, at: int) -> bytes:
+    """`without_relay_info`, in place, for a message with option 82 at offset ``at``."""
+    return padded(raw[:at] + raw[at + 2 + raw[at + 1] :])
 
 
 def without_relay_info(msg: DhcpMessage) -> bytes:
@@ -243,13 +332,14 @@ def without_relay_info(msg: DhcpMessage) -> bytes:
     (RFC 3046 §2.1.1)."""
     raw, at = msg.raw, msg.relay_info_at
     if at >= 0:
-        return _padded(raw[:at] + raw[at + 2 + raw[at + 1] :])
+        return without_relay_info_at(raw, at)
     if msg.relay_agent_info is None and msg.end_at >= 0:
-        return _padded(raw)
+        return padded(raw)
     pkt = _reencoded(msg)
     pkt.opts = [o for o in pkt.opts if o[0] != OPT_RELAY_AGENT_INFO]
-    return _padded(bytes(pkt))
+    return padded(bytes(pkt))
 
 
-def _padded(data: bytes) -> bytes:
+def padded(data: bytes) -> bytes:
+    """``data`` padded to the BOOTP minimum (RFC 1542 §3.4)."""
     return data + bytes(BOOTP_MIN_LEN - len(data)) if len(data) < BOOTP_MIN_LEN else data
