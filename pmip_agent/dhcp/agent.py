@@ -133,11 +133,6 @@ class DhcpAgent:
 
     # --- the relay's own path: from the bytes, before any decoding ---------------------
 
-    def relays_for(self, mn_id: bytes) -> bool:
-        """True when ``mn_id``'s profile has its address from a DHCP server (relayed)."""
-        profile = self.engine.settings.profiles.get(mn_id)
-        return profile is not None and profile.ipv4_mode is Ipv4Mode.DHCP_SERVER
-
     def forward(self, ifname: str, mn_id: bytes, data: bytes, seen: codec.Peek) -> bool:
         """All of `from_client` for a dhcp-server mode MN's DISCOVER, INFORM or REQUEST
         (but an INIT-REBOOT one), done from the message's bytes (``seen`` is
