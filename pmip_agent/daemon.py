@@ -730,10 +730,8 @@ class MagService(Service):
     # --- attach and detach (seed §1: a point-to-point access link per MN) -----------
 
     def _identify(self, ifname: str, mac: bytes | None) -> bytes | None:
-        """The MN on this link: the link's own MN, else the profile naming this MAC."""
-        mn_id = self.iface_mn.get(ifname)
-        if mn_id is None and mac is not None:
-            mn_id = self.by_mac.get(mac)
+        """The MN on this link (`_known_mn`); warns, rate-limited, when there is none."""
+        mn_id = self._known_mn(ifname, mac)
         if mn_id is None:
             self.drops.warning(
                 f"unknown-mn-{ifname}",
@@ -742,6 +740,13 @@ class MagService(Service):
                 ifname,
                 mac.hex(":") if mac else "unknown",
             )
+        return mn_id
+
+    def _known_mn(self, ifname: str, mac: bytes | None) -> bytes | None:
+        """The link's own MN, else the profile naming this MAC, else None."""
+        mn_id = self.iface_mn.get(ifname)
+        if mn_id is None and mac is not None:
+            mn_id = self.by_mac.get(mac)
         return mn_id
 
     def _attach(self, ifname: str, mac: bytes | None, how: str) -> bytes | None:
@@ -798,17 +803,18 @@ class MagService(Service):
 
     def _on_dhcp(self, ifname: str, data: bytes, addr: tuple[str, int]) -> None:
         agent = self.dhcp_agent
+        attached_early, attached = False, None
         seen = dhcp.peek(data)
         if seen is not None and seen.op == 1:
-            mac = seen.client_mac()
-            mn_id = self.iface_mn.get(ifname) or self.by_mac.get(mac)
+            mac, how = seen.client_mac(), f"DHCP {seen.name}"
+            mn_id = self._known_mn(ifname, mac)
             if mn_id is not None and agent is not None and agent.forward(ifname, mn_id, data, seen):
-                self._relay_first(agent, ifname, mac, seen)
+                self._relay_first(agent, ifname, mac, how)
                 return
             if mn_id is not None and seen.message_type != dhcp.RELEASE:
                 # Attached, and its PBU sent, before the message is decoded: in Figure 2
                 # the LMA's round trip is what the MN waits for (steps 2-3).
-                self._attach(ifname, mac, f"DHCP {dhcp.MESSAGE_NAMES[seen.message_type]}")
+                attached_early, attached = True, self._attach(ifname, mac, how)
                 self.flush()
         try:
             msg = dhcp.parse(data)
@@ -832,18 +838,18 @@ class MagService(Service):
                 )
                 self.engine.detach(mn_id, time.time())
         else:
-            mn_id = self._attach(ifname, mac, f"DHCP {msg.name}")
+            mn_id = attached if attached_early else self._attach(ifname, mac, f"DHCP {msg.name}")
             if mn_id is not None and agent is not None:
                 agent.from_client(ifname, mn_id, msg, now)
         self.flush()
 
-    def _relay_first(self, agent: DhcpAgent, ifname: str, mac: bytes, seen: dhcp.Peek) -> None:
+    def _relay_first(self, agent: DhcpAgent, ifname: str, mac: bytes, how: str) -> None:
         """The relay's path (DhcpAgent.forward took the message): what goes to the servers
         leaves before the MN is attached, and the message is never decoded with dpkt. Each
         of those steps costs about 0.1 ms when the MAG has been idle, as it mostly is
         between attaches, and the server can work meanwhile."""
         self._send_dhcp(agent.datagrams_to_send())
-        self._attach(ifname, mac, f"DHCP {dhcp.MESSAGE_NAMES[seen.message_type]}")
+        self._attach(ifname, mac, how)
         self.flush()
 
     def _on_dhcp_server(self, data: bytes, addr: tuple[str, int]) -> None:

@@ -156,10 +156,13 @@ class Peek:
     server_id: bytes | None  # option 54's content
     subnet_mask: bytes | None  # option 1's content
 
+    @property
+    def name(self) -> str:
+        return MESSAGE_NAMES.get(self.message_type, str(self.message_type))
+
     def client_mac(self) -> bytes:
         """As `client_mac` for a parsed message."""
-        cid = self.client_id
-        return cid[1:] if cid is not None and len(cid) == 7 and cid[0] == 1 else self.chaddr
+        return _mac_of(self.client_id, self.chaddr)
 
 
 def peek(data: bytes) -> Peek | None:
@@ -217,10 +220,13 @@ def relay_info_of(data: bytes, at: int) -> bytes | None:
 
 def client_mac(msg: DhcpMessage) -> bytes:
     """The MN's link-layer address: option 61 of hardware type 1 if present, else chaddr."""
-    cid = msg.client_id
-    if cid is not None and len(cid) == 7 and cid[0] == 1:
-        return cid[1:]
-    return msg.chaddr
+    return _mac_of(msg.client_id, msg.chaddr)
+
+
+def _mac_of(client_id: bytes | None, chaddr: bytes) -> bytes:
+    if client_id is not None and len(client_id) == 7 and client_id[0] == 1:
+        return client_id[1:]
+    return chaddr
 
 
 # --- building ---------------------------------------------------------------------------
