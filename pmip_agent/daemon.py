@@ -856,7 +856,10 @@ class MagService(Service):
         agent = self.dhcp_agent
         seen = dhcp.peek(data) if agent is not None else None
         if agent is not None and seen is not None and agent.forward_reply(data, seen, time.time()):
-            self.flush()  # as _relay_first: the relay's path, never decoded
+            # As _relay_first: never decoded, and the reply leaves before any other work
+            # (for an OFFER: the PBU with its address, which flush has reported).
+            self._send_dhcp(agent.datagrams_to_send())
+            self.flush()
             return
         try:
             msg = dhcp.parse(data)
@@ -946,11 +949,13 @@ class MagService(Service):
         OFFER/REQUEST/ACK in parallel; one event loop can only interleave them, and the
         MN's step goes first.
 
-        The order within one flush matters where the relay passes a server's OFFER on and
-        reports its address in a PBU at once (Figure 3). Sent first, the PBU wakes the LMA,
-        which takes the free core for its whole round trip while the woken MN queues
-        behind it (on two cores the MN's OFFER -> REQUEST took 1.3 ms instead of 0.1 ms).
-        A PBU still goes before a relayed request: the LMA's round trip is the longer one.
+        The order matters where the relay passes a server's OFFER on and reports its
+        address in a PBU (Figure 3). Sent first, the PBU wakes the LMA, which takes the
+        free core for its whole round trip while the woken MN queues behind it (on two
+        cores the MN's OFFER -> REQUEST took 1.3 ms instead of 0.1 ms). So the OFFER
+        leaves before this flush, and the address is only reported to the engine here
+        (DhcpAgent.report_offered). A PBU still goes before a relayed request: the LMA's
+        round trip is the longer one.
 
         Committing after sending is safe on the MAG: its store only lets a restarted MAG
         re-register the MNs it served. A crash before the commit loses what a crash between
@@ -959,13 +964,15 @@ class MagService(Service):
         binding meanwhile runs out or is replaced. The one exception is the sequence number
         without timestamps (unsaved_state): that is committed before any PBU leaves."""
         engine = self.engine
+        agent = self.dhcp_agent
+        if agent is not None:
+            agent.report_offered(time.time())  # OFFERs passed on: now their PBUs
         events: list[ev.Event] = []
         while (event := engine.next_event()) is not None:
             events.append(event)
         self._unsaved += events
         if self.unsaved_state():
             self._commit()
-        agent = self.dhcp_agent
         dhcp_out: list[DhcpSend] = []
         if agent is not None:
             for event in events:

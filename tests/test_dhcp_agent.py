@@ -135,7 +135,9 @@ class Rig:
         seen = codec.peek(data) if self.relay_first else None
         if seen is None or not site.agent.forward_reply(data, seen, self.now):
             site.agent.from_server(codec.parse(data), self.now)
-        return site.agent.datagrams_to_send()
+        out = site.agent.datagrams_to_send()
+        site.agent.report_offered(self.now)  # as MagService.flush, once the reply is out
+        return out
 
     def pump(self, at: str = "mag1") -> tuple[PumpResult, list[DhcpSend]]:
         """Carry PBUs and PBAs between this MAG and the LMA, hand the MAG's events to the
@@ -639,8 +641,8 @@ def test_relayed_discover_carries_giaddr_hops_and_option_82() -> None:
 def test_forward_relays_from_the_bytes_ahead_of_the_attach() -> None:
     """MagService._on_dhcp relays a dhcp-server mode MN's DISCOVER from its bytes, before
     the MN is attached (so before any registration work), and never decodes it; the
-    server's OFFER goes on to the MN the same way (`forward_reply`), which also reports
-    its address in a PBU, as from_server would (seed Figure 3, step 3)."""
+    server's OFFER goes on to the MN the same way (`forward_reply`), and `report_offered`
+    then reports its address in a PBU, as from_server would (seed Figure 3, step 3)."""
     r = rig()
     site = r.sites["mag1"]
     data = bytes(discover(MN_DHCP))
@@ -655,6 +657,8 @@ def test_forward_relays_from_the_bytes_ahead_of_the_attach() -> None:
     assert seen is not None and site.agent.forward_reply(reply, seen, r.now)
     [offer] = to_mn(site.agent.datagrams_to_send())
     assert offer.yiaddr == KEA_HOA and offer.relay_agent_info is None
+    assert r.pump()[0].pbus == []  # the OFFER goes out before the PBU is even built
+    site.agent.report_offered(r.now)
     [pbu] = r.pump()[0].pbus
     assert pbu.find(Ipv4HoaRequest) == Ipv4HoaRequest(KEA_HOA, 16)
     # The MN's REQUEST (SELECTING) and the server's ACK, once the LMA granted the address.

@@ -16,9 +16,9 @@ is the MAG engine's job; this class only decides what to tell the MN, and when:
   MN's REQUEST instead of delaying the OFFER.
 
 The relay's common messages are taken from their bytes (`forward`, `forward_reply`, on
-`codec.peek`), so the daemon passes them on before it decodes anything or attaches the
-MN; they do exactly what `from_client` and `from_server` would, and every other message
-takes that decoded way.
+`codec.peek`), so the daemon passes them on before it decodes anything, attaches the
+MN or reports an offered address (`report_offered`); they do exactly what `from_client`
+and `from_server` would, and every other message takes that decoded way.
 """
 
 from __future__ import annotations
@@ -97,6 +97,8 @@ class DhcpAgent:
         # MNs sent an OFFER whose REQUEST/ACK has not happened yet, and when: the daemon
         # holds back slower work (tunnel setup, commits) while an exchange is this close.
         self._offered: dict[bytes, float] = {}
+        # Addresses from OFFERs passed on by forward_reply, for report_offered.
+        self._offered_addresses: list[tuple[bytes, IPv4Address, int]] = []
 
     def datagrams_to_send(self) -> list[DhcpSend]:
         out, self._out = self._out, []
@@ -164,10 +166,11 @@ class DhcpAgent:
 
     def forward_reply(self, data: bytes, seen: codec.Peek, now: float) -> bool:
         """All of `from_server` for a server's reply that goes on to its MN at once, done
-        from the bytes: an OFFER (unless the LMA refused this MN; its address is reported
-        in a PBU, seed Figure 3 step 3), a NAK, or an ACK of the address the LMA granted.
-        False for anything else (an ACK waiting for the PBA, say): the daemon decodes it
-        and calls `from_server`."""
+        from the bytes: an OFFER (unless the LMA refused this MN), a NAK, or an ACK of the
+        address the LMA granted. An OFFER's address is reported to the engine, for the
+        PBU (seed Figure 3, step 3), by the next `report_offered`: the daemon sends the
+        OFFER first. False for anything else (an ACK waiting for the PBA, say): the
+        daemon decodes it and calls `from_server`."""
         if seen.op != 2:
             return False
         info = codec.relay_info_of(data, seen.relay_info_at)
@@ -181,10 +184,10 @@ class DhcpAgent:
         if kind == OFFER:
             if client.mn_id in self.denied:
                 return False
-            if not granted:  # what from_server does for a new address
+            if not granted:  # what from_server does for a new address, once it is out
                 mask = seen.subnet_mask
                 plen = _prefix_len(IPv4Address(mask) if mask and len(mask) == 4 else None)
-                self.engine.learn_ipv4(client.mn_id, IPv4Address(yiaddr), plen, now)
+                self._offered_addresses.append((client.mn_id, IPv4Address(yiaddr), plen))
         elif (kind != ACK or not granted) and kind != NAK:
             return False
         self._now = now
@@ -193,6 +196,17 @@ class DhcpAgent:
         self._out.append(DhcpSend(client.ifname, out, BROADCAST))
         self._note(client.mn_id, kind)
         return True
+
+    def report_offered(self, now: float) -> None:
+        """Report the addresses of the OFFERs `forward_reply` passed on since the last
+        call, as `from_server` does at once: the engine sends a PBU for each (seed
+        Figure 3, step 3). The daemon calls this once the OFFERs are sent, so the MN's
+        step does not wait for the PBU to be built."""
+        if not self._offered_addresses:
+            return
+        pending, self._offered_addresses = self._offered_addresses, []
+        for mn_id, hoa, prefix_len in pending:
+            self.engine.learn_ipv4(mn_id, hoa, prefix_len, now)
 
     # --- the decoded way --------------------------------------------------------------
 
