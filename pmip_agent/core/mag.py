@@ -25,7 +25,7 @@ from ..wire.constants import (
     WireProfile,
 )
 from ..wire.errors import WireError
-from ..wire.messages import BindingAck, BindingUpdate, decode, encode
+from ..wire.messages import BindingAck, BindingUpdate, decode, encode, mh_checksum
 from ..wire.options import (
     AccessTechTypeOption,
     HandoffIndicatorOption,
@@ -41,6 +41,7 @@ from ..wire.options import (
     NatDetection,
     Option,
     Timestamp,
+    timestamp_value,
 )
 from .bindings import BulEntry
 from .events import (
@@ -58,6 +59,7 @@ from .events import (
     TunnelNeeded,
 )
 from .policy import Ipv4Mode, LmaPeerSettings, MagSettings, MnProfile
+from .templates import PbuTemplate
 
 ZERO4 = IPv4Address(0)
 ZERO6 = IPv6Address(0)
@@ -90,6 +92,9 @@ class BulView:
     link_layer_id: bytes | None
 
 
+MAX_PBU_TEMPLATES = 256  # distinct PBU keys kept; beyond that, new ones are encoded in full
+
+
 class _PbuOrder(NamedTuple):
     """A PBU to build: what it says is fixed when it is queued."""
 
@@ -118,6 +123,10 @@ class MagEngine:
         # registrations parked until they are released: mn_id -> handoff indicator.
         self._held: set[str] = set()
         self._parked: dict[bytes, int] = {}
+        # PBU templates by key (see _from_template): (template or None, checked yet).
+        self._templates: dict[tuple[object, ...], tuple[PbuTemplate | None, bool]] = {}
+        self._templates_for = settings
+        self.pbu_templates = True  # False: every PBU through the option encoders (tests)
 
     # --- inputs: the access link ----------------------------------------------------
 
@@ -343,6 +352,65 @@ class MagEngine:
     def _encoded(self, order: _PbuOrder) -> Transmit:
         settings = self.settings
         lma = settings.lmas[order.lma_name]
+        mh = self._from_template(order) if self.pbu_templates else None
+        if mh is None:
+            mh = self._encode_in_full(order)
+        if lma.transport == "ipv4" and lma.ipv4_lmaa is not None:
+            coa = settings.proxy_coa
+            mh = mh[:4] + mh_checksum(mh, coa, lma.lmaa).to_bytes(2, "big") + mh[6:]
+            data = ipv6_frame.wrap(mh, coa, lma.lmaa)
+            return Transmit(data, Peer(lma.lmaa, lma.ipv4_lmaa, PMIP6_CNTL_PORT))
+        return Transmit(mh, Peer(lma.lmaa))
+
+    def _from_template(self, order: _PbuOrder) -> bytes | None:
+        """The PBU from the template of its key (its options and everything in them but
+        the per-MN values; see templates.PbuTemplate), learning the template from the
+        full encoder the first time and checking it against the full encoder the second
+        time. None: encode it in full."""
+        if self._templates_for is not self.settings:  # reconfigured: start again
+            self._templates.clear()
+            self._templates_for = self.settings
+        hnps = order.hnps
+        if len(hnps) > 1:
+            return None
+        hoa = order.hoa
+        key = (
+            order.lma_name,
+            order.lifetime_units,
+            order.handoff,
+            len(order.mn_id),
+            hnps[0][1] if hnps else -1,
+            len(order.link_layer_id) if order.link_layer_id else 0,
+            order.prefix_len if hoa is not None else -1,
+        )
+        known = self._templates.get(key)
+        if known is None:
+            if len(self._templates) < MAX_PBU_TEMPLATES:
+                mh = self._encode_in_full(order)
+                self._templates[key] = (PbuTemplate.derive(mh), False)
+                return mh
+            return None
+        template, trusted = known
+        if template is None:
+            return None
+        mh = template.build(
+            order.sequence.to_bytes(2, "big"),
+            order.mn_id,
+            hnps[0][0].packed if hnps else None,
+            order.link_layer_id,
+            timestamp_value(order.now).to_bytes(8, "big") if self.settings.timestamps else None,
+            hoa.packed if hoa is not None else None,
+        )
+        if not trusted:
+            full = self._encode_in_full(order)
+            self._templates[key] = (template if mh == full else None, True)
+            return full
+        return mh
+
+    def _encode_in_full(self, order: _PbuOrder) -> bytes:
+        """The PBU through the option encoders, without a checksum."""
+        settings = self.settings
+        lma = settings.lmas[order.lma_name]
         opts: list[Option] = [MnIdentifier(order.mn_id)]
         opts += [HomeNetworkPrefix(p, n) for p, n in order.hnps]
         opts.append(HandoffIndicatorOption(order.handoff))
@@ -363,12 +431,7 @@ class MagEngine:
                 opts.append(Ipv4CareOfAddress(settings.ipv4_proxy_coa))
             if lma.force_udp:
                 flags |= int(BuFlags.F)
-        pbu = BindingUpdate(order.sequence, order.lifetime_units, flags, tuple(opts))
-        if over_ipv4:
-            coa = settings.proxy_coa
-            data = ipv6_frame.wrap(encode(pbu, coa, lma.lmaa), coa, lma.lmaa)
-            return Transmit(data, Peer(lma.lmaa, lma.ipv4_lmaa, PMIP6_CNTL_PORT))
-        return Transmit(encode(pbu), Peer(lma.lmaa))
+        return encode(BindingUpdate(order.sequence, order.lifetime_units, flags, tuple(opts)))
 
     def _park(self, entry: BulEntry, handoff: int) -> None:
         entry.state = REGISTERING

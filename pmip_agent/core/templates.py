@@ -257,3 +257,93 @@ class PbaTemplate:
                 p[6],
             )
         )
+
+
+class PbuTemplate:
+    """A PBU the MAG's full encoder produced, as the constant runs of octets between its
+    per-MN fields: sequence number, MN identifier, HNP, link-layer identifier, timestamp
+    value and IPv4 home address, in the order the MAG writes them. The MAG builds the next
+    PBU with the same constant part (`MagEngine` keys them) by joining, instead of
+    encoding every option again; it checks a template against the full encoder once
+    before trusting it."""
+
+    __slots__ = ("hnp", "llid_len", "mn_id_len", "pieces", "ts", "v4")
+
+    def __init__(
+        self, pbu: bytes, mn_id_len: int, hnp: int, llid: int, llid_len: int, ts: int, v4: int
+    ) -> None:
+        self.mn_id_len, self.llid_len = mn_id_len, llid_len
+        self.hnp, self.ts, self.v4 = bool(hnp), bool(ts), bool(v4)
+        fields = [(6, 2), (15, mn_id_len), (hnp, 16 if hnp else 0), (llid, llid_len)]
+        fields += [(ts, 8 if ts else 0), (v4, 4 if v4 else 0)]
+        pieces, start = [], 0
+        for offset, size in fields:
+            if size:
+                pieces.append(pbu[start:offset])
+                start = offset + size
+            else:
+                pieces.append(b"")
+        pieces.append(pbu[start:])
+        self.pieces = tuple(pieces)
+
+    @classmethod
+    def derive(cls, pbu: bytes) -> PbuTemplate | None:
+        """Locate the per-MN fields in ``pbu`` (checksum zero); None for a PBU with more
+        than one of any of them, or with its MN identifier not first."""
+        if len(pbu) < 16 or pbu[12] != MN_ID_TYPE:
+            return None
+        offsets = option_offsets(pbu)
+        stamps = offsets.get(TIMESTAMP_TYPE, ())
+        hnps = offsets.get(HNP_TYPE, ())
+        llids = offsets.get(LLID_TYPE, ())
+        requests = [o for t in IPV4_REQUEST_TYPES for o in offsets.get(t, ())]
+        if len(offsets[MN_ID_TYPE]) != 1 or max(len(stamps), len(hnps), len(llids)) > 1:
+            return None
+        if len(requests) > 1:
+            return None
+        hnp = hnps[0] + 4 if hnps else 0
+        llid = llids[0] + 4 if llids else 0
+        ts = stamps[0] + 2 if stamps else 0
+        v4 = requests[0] + 4 if requests else 0
+        present = [o for o in (6, 15, hnp, llid, ts, v4) if o]
+        if present != sorted(present):
+            return None
+        llid_len = pbu[llids[0] + 1] - 2 if llids else 0
+        return cls(pbu, pbu[13] - 1, hnp, llid, llid_len, ts, v4)
+
+    def build(
+        self,
+        sequence: bytes,
+        mn_id: bytes,
+        hnp: bytes | None,
+        llid: bytes | None,
+        stamp: bytes | None,
+        hoa: bytes | None,
+    ) -> bytes | None:
+        """This PBU with other values; None when they do not fit the template."""
+        if (
+            len(mn_id) != self.mn_id_len
+            or (hnp is not None) is not self.hnp
+            or (stamp is not None) is not self.ts
+            or (hoa is not None) is not self.v4
+            or (len(llid) if llid else 0) != self.llid_len
+        ):
+            return None
+        p = self.pieces
+        return b"".join(
+            (
+                p[0],
+                sequence,
+                p[1],
+                mn_id,
+                p[2],
+                hnp or b"",
+                p[3],
+                llid or b"",
+                p[4],
+                stamp or b"",
+                p[5],
+                hoa or b"",
+                p[6],
+            )
+        )

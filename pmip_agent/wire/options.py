@@ -174,6 +174,11 @@ class LinkLocalAddress(Option):
         return cls(IPv6Address(body))
 
 
+def timestamp_value(seconds: float) -> int:
+    """The Timestamp option's 64-bit value for a POSIX time (RFC 5213 §8.8)."""
+    return int(seconds * 65536) & 0xFFFF_FFFF_FFFF_FFFF
+
+
 @dataclass(frozen=True, slots=True)
 class Timestamp(Option):
     """RFC 5213 §8.8: 48 bits of seconds since 1970-01-01 UTC, 16 bits of 1/65536 s."""
@@ -184,7 +189,7 @@ class Timestamp(Option):
 
     @classmethod
     def from_seconds(cls, seconds: float) -> Timestamp:
-        return cls(int(seconds * 65536) & 0xFFFF_FFFF_FFFF_FFFF)
+        return cls(timestamp_value(seconds))
 
     @property
     def seconds(self) -> float:
