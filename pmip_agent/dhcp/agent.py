@@ -27,6 +27,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
+from typing import NamedTuple
 
 from ..core import events as ev
 from ..core.mag import MagEngine
@@ -40,17 +41,17 @@ ZERO_PACKED = bytes(4)
 SERVER_PORT = 67
 
 
-@dataclass(frozen=True, slots=True)
-class DhcpSend:
-    """``ifname`` set: to the MN on that access link. None: to a DHCP server."""
+class DhcpSend(NamedTuple):
+    """``ifname`` set: to the MN on that access link. None: to a DHCP server. This and
+    Grant are NamedTuples, not frozen dataclasses: they are built per message and per
+    PBA, and a tuple is built without setting each field through object.__setattr__."""
 
     ifname: str | None
     data: bytes
     dest: tuple[str, int]
 
 
-@dataclass(frozen=True, slots=True)
-class Grant:
+class Grant(NamedTuple):
     hoa: IPv4Address
     prefix_len: int
     router: IPv4Address | None
