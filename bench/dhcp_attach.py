@@ -377,14 +377,15 @@ SEGMENTS: dict[str, list[tuple[str, tuple[str, bool, str], tuple[str, bool, str]
 }
 
 
-def segments(flow: str, xid: int, seen: list[Seen]) -> dict[str, float] | None:
-    """Milliseconds per segment for one attach, or None if a packet is missing."""
+def segments(flow: str, xid: int, seen: list[Seen], table: Any = None) -> dict[str, float] | None:
+    """Milliseconds per segment for one attach, or None if a packet is missing.
+    ``table``: the segments by flow (SEGMENTS unless given)."""
     first: dict[tuple[str, bool, str], float] = {}
     for p in seen:
         if p.kind in ("PBU", "PBA") or p.key == xid:
             first.setdefault((p.ifname, p.out, p.kind), p.ts)
     out = {}
-    for label, a, b in SEGMENTS[flow]:
+    for label, a, b in (table or SEGMENTS)[flow]:
         if a not in first or b not in first:
             return None
         out[label] = (first[b] - first[a]) * 1e3

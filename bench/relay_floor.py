@@ -19,6 +19,10 @@ logging, no event loop: what remains is the machine's part (wakes, the network s
 two cores shared by the MN, the relay, Kea and the "LMA"). ``--no-hold`` leaves out the
 echo and the hold. The MN client and the timing are those of bench/dhcp_attach.py.
 
+``--breakdown B`` (20) adds B attaches per flow with packet capture on MAG1's acc1 and
+k0 and on Kea's d0, split into dhcp_attach's segments (but the PBU and PBA ones: the
+echo's datagrams are plain UDP), so the two benches compare step by step.
+
 Writes build/bench/relay_floor.json (``--quick``: relay_floor.quick.json). Needs root.
 """
 
@@ -43,6 +47,19 @@ for extra in (ROOT, ROOT / "tests", HERE):
 
 NAME = "relay_floor"
 ECHO_PORT = 5555
+
+# dhcp_attach's flow-3 and direct segments, but the PBU and PBA: the echo's datagrams are
+# plain UDP. (iface, outgoing, kind) pairs, as there.
+_RELAYED = [
+    ("relay: DISCOVER in -> relayed", ("acc1", False, "DISCOVER"), ("k0", True, "DISCOVER")),
+    ("Kea: DISCOVER -> OFFER", ("k0", True, "DISCOVER"), ("k0", False, "OFFER")),
+    ("relay: OFFER in -> OFFER out", ("k0", False, "OFFER"), ("acc1", True, "OFFER")),
+    ("MN: OFFER out -> REQUEST in", ("acc1", True, "OFFER"), ("acc1", False, "REQUEST")),
+    ("relay: REQUEST in -> relayed", ("acc1", False, "REQUEST"), ("k0", True, "REQUEST")),
+    ("Kea: REQUEST -> ACK", ("k0", True, "REQUEST"), ("k0", False, "ACK")),
+    ("relay: ACK in -> ACK out (waits for the echo)", ("k0", False, "ACK"), ("acc1", True, "ACK")),
+    ("relay view: DISCOVER in -> ACK out", ("acc1", False, "DISCOVER"), ("acc1", True, "ACK")),
+]
 
 
 # --- the two stand-ins, run in the lab's namespaces as `relay_floor.py relay|echo ...` ---
@@ -129,12 +146,17 @@ def echo(address: str) -> None:
 def run(args: Any) -> dict[str, Any]:
     import dhcp_attach as da
     import dhcp_lab
+    from frame_capture import Sniffer
     from netns import Lab, require_root_netns
+
+    by_flow_segments = {"floor-relay": _RELAYED, "direct-kea": da.SEGMENTS["direct-kea"]}
 
     from pmip_agent.dhcp import codec
 
     require_root_netns()
     n = args.n if args.n is not None else (20 if args.quick else 100)
+    if args.warmup + n + args.breakdown > 240:
+        raise SystemExit("at most 240 attaches per flow in all: the pools are /24s")
     tmp = Path(tempfile.mkdtemp(prefix="pmip-relay-floor-"))
     lab = Lab("rf")
     clients: list[Any] = []
@@ -181,6 +203,25 @@ def run(args: Any) -> dict[str, Any]:
                     samples[flow].append(got)
                 time.sleep(args.pause)
             order.reverse()
+        split: dict[str, list[dict[str, float]]] = {flow: [] for flow in by_flow}
+        if args.breakdown:
+            sniffers = [
+                Sniffer(env.ns_mag["mag1"], ("acc1", "k0")),
+                Sniffer(env.ns_kea, ("d0",)),
+            ]
+            clients += sniffers
+            for rnd in range(args.breakdown):
+                for flow in order:
+                    mac = bytes([0x02, 0x00, 0x01, 0x20 + order.index(flow), 0, rnd])
+                    wanted = "flow3-relay" if flow == "floor-relay" else "direct-kea"
+                    for sniffer in sniffers:
+                        sniffer.drain()
+                    got = by_flow[flow].attach(wanted, rnd, mac, args.timeout)
+                    seen = sorted(p for s in sniffers for p in s.drain())
+                    seg = da.segments(flow, got.xid, seen, by_flow_segments) if got.ok else None
+                    if seg is not None:
+                        split[flow].append(seg)
+                    time.sleep(args.pause)
         gc.enable()
         for log in ("relay.log", "echo.log"):
             text = (tmp / log).read_text(errors="replace").strip()
@@ -191,6 +232,18 @@ def run(args: Any) -> dict[str, Any]:
             "hold_for_echo": not args.no_hold,
             "pause_s": args.pause,
             "results": {flow: da.summary(got) for flow, got in samples.items()},
+            "breakdown_attaches": args.breakdown,
+            "breakdown_ms": {
+                flow: {
+                    label: {
+                        "p50": da.percentile([x[label] for x in split[flow]], 50),
+                        "p90": da.percentile([x[label] for x in split[flow]], 90),
+                    }
+                    for label, _a, _b in by_flow_segments[flow]
+                }
+                | {"attaches": len(split[flow])}
+                for flow in split
+            },
         }
     finally:
         gc.enable()
@@ -213,6 +266,12 @@ def main() -> int:
     parser.add_argument(
         "--no-hold", action="store_true", help="no echo: the ACK is not held for a 'PBA'"
     )
+    parser.add_argument(
+        "--breakdown",
+        type=int,
+        default=20,
+        help="more attaches per flow with packet capture, split into segments (20; 0: none)",
+    )
     args = parser.parse_args()
     info = machine_info()
     data = run(args)
@@ -233,6 +292,18 @@ def main() -> int:
             )
         )
     print_table(rows, ("flow", "ok", "p50 ms", "p99 ms", "p50/direct", "p99/direct"))
+    if data["breakdown_attaches"]:
+        print(
+            f"\nWhere the time goes ({data['breakdown_attaches']} more attaches per flow, "
+            "kernel timestamps of the frames on MAG1's acc1/k0 and Kea's d0; the segments "
+            "of bench/dhcp_attach.py):"
+        )
+        seg_rows = []
+        for flow, b in data["breakdown_ms"].items():
+            for label, v in b.items():
+                if label != "attaches":
+                    seg_rows.append((flow, label, f"{v['p50']:.2f}", f"{v['p90']:.2f}"))
+        print_table(seg_rows, ("flow", "segment", "p50 ms", "p90 ms"))
     write_json(NAME, data, quick=args.quick, tag=args.tag)
     return 1 if any(r["ok"] < r["attaches"] for r in res.values()) else 0
 
