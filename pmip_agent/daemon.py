@@ -891,8 +891,7 @@ class MagService(Service):
         now = time.time()
         engine = self.engine
         for name, lma in engine.settings.lmas.items():
-            over_ipv4 = lma.transport == "ipv4" and lma.ipv4_lmaa is not None
-            address = lma.ipv4_lmaa if over_ipv4 else lma.lmaa
+            address = lma.ipv4_lmaa if lma.over_ipv4 else lma.lmaa
             up = address in self.ipsec_exempt or self.sa_table.covers(address)  # type: ignore[arg-type]
             if self._sa_up.get(name) == up:
                 continue

@@ -355,7 +355,7 @@ class MagEngine:
         mh = self._from_template(order) if self.pbu_templates else None
         if mh is None:
             mh = self._encode_in_full(order)
-        if lma.transport == "ipv4" and lma.ipv4_lmaa is not None:
+        if lma.over_ipv4:
             coa = settings.proxy_coa
             mh = mh[:4] + mh_checksum(mh, coa, lma.lmaa).to_bytes(2, "big") + mh[6:]
             data = ipv6_frame.wrap(mh, coa, lma.lmaa)
@@ -425,8 +425,7 @@ class MagEngine:
             else:
                 opts.append(Ipv4HoaRequest(order.hoa, order.prefix_len))
         flags = int(BuFlags.A | BuFlags.P)
-        over_ipv4 = lma.transport == "ipv4" and lma.ipv4_lmaa is not None
-        if over_ipv4:
+        if lma.over_ipv4:
             if settings.ipv4_proxy_coa is not None:  # seed §4.3: lets the LMA detect a NAT
                 opts.append(Ipv4CareOfAddress(settings.ipv4_proxy_coa))
             if lma.force_udp:

@@ -67,6 +67,11 @@ class LmaPeerSettings:
     transport: str = "ipv6"  # "ipv6" | "ipv4"
     force_udp: bool = False  # set the F flag: UDP encapsulation even without NAT
 
+    @property
+    def over_ipv4(self) -> bool:
+        """Signalling goes over IPv4/UDP (RFC 5844 §4): IPv4 transport to a known IPv4 LMAA."""
+        return self.transport == "ipv4" and self.ipv4_lmaa is not None
+
 
 @dataclass(frozen=True, slots=True)
 class MagSettings:

@@ -184,15 +184,7 @@ class PbaTemplate:
         self.llid_len = shape.llid_len  # 0: the PBU had none, so the PBA echoes none
         fields = [(8, 2), (mn_id, self.mn_id_len), (hnp, 16 if hnp else 0)]
         fields += [(llid, self.llid_len), (ts, 8), (v4, 4 if v4 else 0)]
-        pieces, start = [], 0
-        for offset, size in fields:
-            if size:
-                pieces.append(data[start:offset])
-                start = offset + size
-            else:
-                pieces.append(b"")
-        pieces.append(data[start:])
-        self.pieces = tuple(pieces)
+        self.pieces = _runs_between(data, fields)
 
     @classmethod
     def derive(cls, shape: PbuShape, pba: bytes, generation: int) -> PbaTemplate | None:
@@ -239,24 +231,7 @@ class PbaTemplate:
             or (len(llid) if llid is not None else 0) != self.llid_len
         ):
             return None
-        p = self.pieces
-        return b"".join(
-            (
-                p[0],
-                sequence,
-                p[1],
-                mn_id,
-                p[2],
-                hnp or b"",
-                p[3],
-                llid or b"",
-                p[4],
-                stamp,
-                p[5],
-                hoa or b"",
-                p[6],
-            )
-        )
+        return _join(self.pieces, sequence, mn_id, hnp, llid, stamp, hoa)
 
 
 class PbuTemplate:
@@ -276,15 +251,7 @@ class PbuTemplate:
         self.hnp, self.ts, self.v4 = bool(hnp), bool(ts), bool(v4)
         fields = [(6, 2), (15, mn_id_len), (hnp, 16 if hnp else 0), (llid, llid_len)]
         fields += [(ts, 8 if ts else 0), (v4, 4 if v4 else 0)]
-        pieces, start = [], 0
-        for offset, size in fields:
-            if size:
-                pieces.append(pbu[start:offset])
-                start = offset + size
-            else:
-                pieces.append(b"")
-        pieces.append(pbu[start:])
-        self.pieces = tuple(pieces)
+        self.pieces = _runs_between(pbu, fields)
 
     @classmethod
     def derive(cls, pbu: bytes) -> PbuTemplate | None:
@@ -329,21 +296,50 @@ class PbuTemplate:
             or (len(llid) if llid else 0) != self.llid_len
         ):
             return None
-        p = self.pieces
-        return b"".join(
-            (
-                p[0],
-                sequence,
-                p[1],
-                mn_id,
-                p[2],
-                hnp or b"",
-                p[3],
-                llid or b"",
-                p[4],
-                stamp or b"",
-                p[5],
-                hoa or b"",
-                p[6],
-            )
+        return _join(self.pieces, sequence, mn_id, hnp, llid, stamp, hoa)
+
+
+# --- shared by the two templates: their per-MN fields lie in the same order -------------
+
+
+def _runs_between(data: bytes, fields: list[tuple[int, int]]) -> tuple[bytes, ...]:
+    """The constant runs of ``data`` around its (offset, size) fields, which are in
+    order; an absent field (size 0) leaves an empty run, so there are always seven."""
+    pieces, start = [], 0
+    for offset, size in fields:
+        if size:
+            pieces.append(data[start:offset])
+            start = offset + size
+        else:
+            pieces.append(b"")
+    pieces.append(data[start:])
+    return tuple(pieces)
+
+
+def _join(
+    p: tuple[bytes, ...],
+    sequence: bytes,
+    mn_id: bytes,
+    hnp: bytes | None,
+    llid: bytes | None,
+    stamp: bytes | None,
+    hoa: bytes | None,
+) -> bytes:
+    """The runs ``p`` with the field values between them (None: an absent field)."""
+    return b"".join(
+        (
+            p[0],
+            sequence,
+            p[1],
+            mn_id,
+            p[2],
+            hnp or b"",
+            p[3],
+            llid or b"",
+            p[4],
+            stamp or b"",
+            p[5],
+            hoa or b"",
+            p[6],
         )
+    )
