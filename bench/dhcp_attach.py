@@ -346,7 +346,8 @@ class MnClient:
 
 # Segments per flow: (label, (iface, out, kind) from, (iface, out, kind) to). DHCP kinds
 # match the attach's xid; PBU/PBA are the ones seen during the attach.
-SEGMENTS: dict[str, list[tuple[str, tuple[str, bool, str], tuple[str, bool, str]]]] = {
+Segments = dict[str, list[tuple[str, tuple[str, bool, str], tuple[str, bool, str]]]]
+SEGMENTS: Segments = {
     "flow2-lma": [
         ("MAG: DISCOVER in -> PBU out", ("acc1", False, "DISCOVER"), ("tr0", True, "PBU")),
         ("LMA: PBU out -> PBA in", ("tr0", True, "PBU"), ("tr0", False, "PBA")),
@@ -377,7 +378,9 @@ SEGMENTS: dict[str, list[tuple[str, tuple[str, bool, str], tuple[str, bool, str]
 }
 
 
-def segments(flow: str, xid: int, seen: list[Seen], table: Any = None) -> dict[str, float] | None:
+def segments(
+    flow: str, xid: int, seen: list[Seen], table: Segments | None = None
+) -> dict[str, float] | None:
     """Milliseconds per segment for one attach, or None if a packet is missing.
     ``table``: the segments by flow (SEGMENTS unless given)."""
     first: dict[tuple[str, bool, str], float] = {}
