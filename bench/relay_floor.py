@@ -189,39 +189,41 @@ def run(args: Any) -> dict[str, Any]:
         by_flow = {"floor-relay": da.MnClient(ns_mn), "direct-kea": da.MnClient(ns_direct)}
         clients += by_flow.values()
         samples: dict[str, list[Any]] = {flow: [] for flow in by_flow}
+        split: dict[str, list[dict[str, float]]] = {flow: [] for flow in by_flow}
         order = list(by_flow)
+
+        def rounds(first: int, count: int, sniffers: list[Any]) -> None:
+            """Round-robin attaches, the order reversed every round; rounds before
+            ``args.warmup`` are not counted, and with sniffers each attach is split."""
+            for rnd in range(first, first + count):
+                for flow in order:
+                    mac = bytes([0x02, 0, 0, 0x20 + order.index(flow), rnd >> 8, rnd & 0xFF])
+                    wanted = "flow3-relay" if flow == "floor-relay" else "direct-kea"
+                    for sniffer in sniffers:
+                        sniffer.drain()
+                    got = by_flow[flow].attach(wanted, rnd, mac, args.timeout)
+                    if got.ok and IPv4Address(got.address) not in da.EXPECTED_NET[wanted]:
+                        got.ok, got.error = False, f"address {got.address} outside the pool"
+                    if sniffers:
+                        seen = sorted(p for s in sniffers for p in s.drain())
+                        seg = da.segments(flow, got.xid, seen, by_flow_segments) if got.ok else None
+                        if seg is not None:
+                            split[flow].append(seg)
+                    elif rnd >= args.warmup:
+                        samples[flow].append(got)
+                    time.sleep(args.pause)
+                order.reverse()
+
         gc.collect()
         gc.disable()
-        for rnd in range(args.warmup + n):
-            for flow in order:
-                mac = bytes([0x02, 0x00, 0x00, 0x20 + order.index(flow), rnd >> 8, rnd & 0xFF])
-                wanted = "flow3-relay" if flow == "floor-relay" else "direct-kea"
-                got = by_flow[flow].attach(wanted, rnd, mac, args.timeout)
-                if got.ok and IPv4Address(got.address) not in da.EXPECTED_NET[wanted]:
-                    got.ok, got.error = False, f"address {got.address} outside the pool"
-                if rnd >= args.warmup:
-                    samples[flow].append(got)
-                time.sleep(args.pause)
-            order.reverse()
-        split: dict[str, list[dict[str, float]]] = {flow: [] for flow in by_flow}
+        rounds(0, args.warmup + n, [])
         if args.breakdown:
             sniffers = [
                 Sniffer(env.ns_mag["mag1"], ("acc1", "k0")),
                 Sniffer(env.ns_kea, ("d0",)),
             ]
             clients += sniffers
-            for rnd in range(args.breakdown):
-                for flow in order:
-                    mac = bytes([0x02, 0x00, 0x01, 0x20 + order.index(flow), 0, rnd])
-                    wanted = "flow3-relay" if flow == "floor-relay" else "direct-kea"
-                    for sniffer in sniffers:
-                        sniffer.drain()
-                    got = by_flow[flow].attach(wanted, rnd, mac, args.timeout)
-                    seen = sorted(p for s in sniffers for p in s.drain())
-                    seg = da.segments(flow, got.xid, seen, by_flow_segments) if got.ok else None
-                    if seg is not None:
-                        split[flow].append(seg)
-                    time.sleep(args.pause)
+            rounds(args.warmup + n, args.breakdown, sniffers)
         gc.enable()
         for log in ("relay.log", "echo.log"):
             text = (tmp / log).read_text(errors="replace").strip()
