@@ -264,9 +264,7 @@ class PbuTemplate:
         hnps = offsets.get(HNP_TYPE, ())
         llids = offsets.get(LLID_TYPE, ())
         requests = [o for t in IPV4_REQUEST_TYPES for o in offsets.get(t, ())]
-        if len(offsets[MN_ID_TYPE]) != 1 or max(len(stamps), len(hnps), len(llids)) > 1:
-            return None
-        if len(requests) > 1:
+        if len(offsets[MN_ID_TYPE]) != 1 or max(map(len, (stamps, hnps, llids, requests))) > 1:
             return None
         hnp = hnps[0] + 4 if hnps else 0
         llid = llids[0] + 4 if llids else 0
