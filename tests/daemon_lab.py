@@ -220,15 +220,21 @@ class Topology:
 
 
 def configured_daemon(
-    lab: Lab, tmp: Path, ns: str, name: str, port: int, config: dict[str, Any]
+    lab: Lab,
+    tmp: Path,
+    ns: str,
+    name: str,
+    port: int,
+    config: dict[str, Any],
+    log_format: str = "text",
 ) -> Daemon:
     """A daemon (not started) for ``config`` plus the node's paths under ``tmp``, debug
-    text logs and metrics on ``port``."""
+    logs (text, or JSON lines) and metrics on ``port``."""
     config.update(
         node_name=name,
         state_dir=str(tmp / f"{name}-state"),
         control_socket=str(tmp / f"{name}.sock"),
-        log={"level": "debug", "format": "text"},
+        log={"level": "debug", "format": log_format},
         metrics={"enabled": True, "address": "127.0.0.1", "port": port},
     )
     path = tmp / f"{name}.yaml"

@@ -58,6 +58,7 @@ lease=$new_dhcp_lease_time" >> "{log}"
 class DhcpLab:
     lab: Lab
     tmp: Path
+    log_format: str = "text"  # the daemons' logs: "json" timestamps them to the microsecond
 
     def build(self, kea_pools: dict[str, str] | None = None) -> DhcpLab:
         lab = self.lab
@@ -85,7 +86,7 @@ class DhcpLab:
     # --- daemons ----------------------------------------------------------------------
 
     def _daemon(self, ns: str, name: str, port: int, config: dict[str, Any]) -> Daemon:
-        return configured_daemon(self.lab, self.tmp, ns, name, port, config)
+        return configured_daemon(self.lab, self.tmp, ns, name, port, config, self.log_format)
 
     def _lma_config(self) -> dict[str, Any]:
         return {
