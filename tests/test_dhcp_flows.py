@@ -52,9 +52,9 @@ def test_lma_allocation_flow(dhcp_lab: DhcpLab, client: str) -> None:
 def test_lma_allocation_ack_goes_before_the_catch_up(tmp_path: Path) -> None:
     """Figure 2, steps 5-7 beside the tunnel setup: the MAG holds back its commit, logs
     and tunnel setup while the MN's exchange runs, and MN_TURN_S more once it has sent
-    the ACK, so that the MN the ACK wakes reads it first (MagService.flush). Its log of
-    the grant, the first of that work, is timestamped at least MN_TURN_S after the ACK
-    left on the access link; done at once, it was 0.3-0.4 ms after."""
+    the ACK, so that the MN the ACK wakes reads it first (MagService.flush). The grant's
+    log line, which that work writes, is timestamped at least MN_TURN_S after the ACK
+    left on the access link; with the work done at once, it was 0.3-0.4 ms after."""
     mn = "lma@example.net"
     lab = Lab("dturn")
     try:
