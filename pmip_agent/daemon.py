@@ -1000,9 +1000,13 @@ class MagService(Service):
             if self._catch_up_handle is None and (self._unsaved or self._unobserved):
                 self._catch_up_handle = self.loop.call_later(DHCP_EXCHANGE_S, self._catch_up)
         elif answered and (self._unsaved or self._unobserved):
-            if self._catch_up_handle is not None:
-                self._catch_up_handle.cancel()
-            self._catch_up_handle = self.loop.call_later(MN_TURN_S, self._catch_up)
+            # Brought forward from the exchange's bound, never put off: answers that keep
+            # coming cannot starve the commit and the tunnel setup.
+            handle = self._catch_up_handle
+            if handle is None or handle.when() > self.loop.time() + MN_TURN_S:
+                if handle is not None:
+                    handle.cancel()
+                self._catch_up_handle = self.loop.call_later(MN_TURN_S, self._catch_up)
         else:
             self._catch_up()
         self._arm_timer()
