@@ -996,19 +996,18 @@ class MagService(Service):
         self._attach_notes.clear()
         self._unobserved += events
         answered, self._answered = self._answered, False
-        if agent is not None and agent.exchange_open(time.time(), DHCP_EXCHANGE_S):
-            if self._catch_up_handle is None and (self._unsaved or self._unobserved):
-                self._catch_up_handle = self.loop.call_later(DHCP_EXCHANGE_S, self._catch_up)
-        elif answered and (self._unsaved or self._unobserved):
-            # Brought forward from the exchange's bound, never put off: answers that keep
-            # coming cannot starve the commit and the tunnel setup.
-            handle = self._catch_up_handle
-            if handle is None or handle.when() > self.loop.time() + MN_TURN_S:
-                if handle is not None:
-                    handle.cancel()
-                self._catch_up_handle = self.loop.call_later(MN_TURN_S, self._catch_up)
-        else:
+        handle = self._catch_up_handle
+        delay = catch_up_delay(
+            agent is not None and agent.exchange_open(time.time(), DHCP_EXCHANGE_S),
+            answered,
+            None if handle is None else handle.when() - self.loop.time(),
+        )
+        if delay == 0.0:
             self._catch_up()
+        elif delay is not None and (self._unsaved or self._unobserved):
+            if handle is not None:
+                handle.cancel()
+            self._catch_up_handle = self.loop.call_later(delay, self._catch_up)
         self._arm_timer()
         if self.engine.retransmissions != self._retransmissions_seen:
             self.metrics.retransmissions.inc(
@@ -1073,6 +1072,20 @@ class MagService(Service):
         if kind is ev.Deregistered:
             return logging.INFO, f"deregistered: mn={_mn(e.mn_id)}"
         return logging.DEBUG, ""
+
+
+def catch_up_delay(exchange_open: bool, answered: bool, due_in: float | None) -> float | None:
+    """When the MAG's catch-up (MagService.flush) is to run: 0.0 at once, a delay in
+    seconds to (re)schedule it, or None to leave it as it is (``due_in``: seconds until the
+    one scheduled runs, None if none is). While an exchange is open it waits at most
+    DHCP_EXCHANGE_S from the first flush that held it back; after an answer to an MN,
+    MN_TURN_S, which only ever brings it forward, so answers that keep coming cannot
+    starve the commit and the tunnel setup; else at once."""
+    if exchange_open:
+        return DHCP_EXCHANGE_S if due_in is None else None
+    if answered:
+        return MN_TURN_S if due_in is None or due_in > MN_TURN_S else None
+    return 0.0
 
 
 def _may_wait(event: ev.Event) -> bool:
