@@ -372,7 +372,7 @@ def write_json(
 
 def arg_parser(doc: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=(doc or "").strip().splitlines()[0] if doc else None,
+        description=(doc or "").strip().split("\n\n")[0] if doc else None,  # 1st paragraph
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(

@@ -258,6 +258,10 @@ def main() -> int:
 
     parser = arg_parser(__doc__)
     parser.add_argument("bench", choices=BENCHES, help="the bench to run under perf")
+    parser.epilog = (
+        "Options it does not know go to the bench, e.g. `kernel_steps.py dhcp_attach --n 60`.\n"
+        "Needs root and perf (Debian: linux-perf). Details: bench/README.md, kernel_steps."
+    )
     args, bench_args = parser.parse_known_args()  # the rest goes to the bench
     if args.quick:
         bench_args.append("--quick")
