@@ -22,24 +22,25 @@ Per role, main thread only (the daemons' other threads are left out):
 * ``wake -> send``: from being switched in after a sleep to its first send syscall. The
   time the process needs to answer: event loop, receive, user code.
 * ``recv -> send (dev/len)``: from a ``recvfrom``/``recvmsg`` returning to the next send,
-  by the frame that send put on the wire (device and length): the user-space work for
-  each kind of message. In dhcp_attach, MAG1's ``k0/350`` is a relayed DISCOVER,
-  ``k0/362`` a relayed REQUEST, ``tr0/142`` a PBU and ``acc1/342`` an OFFER or ACK to
-  the MN (flows 2 and 3).
+  by the frame that send put on the wire (device and length): the process's work for
+  each kind of message, mostly in user space. In dhcp_attach, MAG1's ``k0/350`` is a
+  relayed DISCOVER, ``k0/362`` a relayed REQUEST, ``acc1/342`` an OFFER or ACK to the MN
+  (flows 2 and 3) and ``tr0/142`` flow 2's PBU (in flow 3 the OFFER goes before it).
 * ``wakeups``: each ``sched_wakeup`` to the switch-in that follows (the scheduling
   delay), and how many of them were placed on a CPU that was running something while
   another CPU was idle.
 
-The bench's own figures come out as usual, slowed a little by the tracing (about 5 % on
-the two-core machines): compare this tool's figures between its own runs, not with an
-untraced run. Writes build/bench/kernel_steps.<bench>.json (``--tag T``:
-kernel_steps.<bench>.T.json) and keeps perf's data only while it is read. Needs root and
-``perf`` (Debian: ``linux-perf``).
+The bench's own figures come out as usual, with the tracing's cost in them: compare
+this tool's figures between its own runs, not with an untraced run. Writes
+build/bench/kernel_steps.<bench>.json (``--tag T``: kernel_steps.<bench>.T.json) and
+keeps perf's data only while it is read. Needs root and ``perf`` (Debian:
+``linux-perf``).
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -251,9 +252,11 @@ def trace(bench: str, bench_args: list[str], cpus: int) -> dict[str, Any]:
     return summarise(tasks)
 
 
-def main() -> int:
-    import os
+def _fmt(s: dict[str, float]) -> tuple[str, str, str]:
+    return str(s["n"]), f"{s['p50']:.0f}", f"{s['p90']:.0f}"
 
+
+def main() -> int:
     from common import arg_parser, finish_machine_info, machine_info, print_table, write_json
 
     parser = arg_parser(__doc__)
@@ -275,17 +278,13 @@ def main() -> int:
         raise SystemExit("kernel_steps: no process sent on k0: not the lab's trace")
     rows = []
     for role, r in res.items():
-
-        def fmt(s: dict[str, float]) -> tuple[str, str, str]:
-            return str(s["n"]), f"{s['p50']:.0f}", f"{s['p90']:.0f}"
-
-        rows.append((role, "send", *fmt(r["send_us"])))
-        rows.append((role, "wake -> send", *fmt(r["wake_to_send_us"])))
+        rows.append((role, "send", *_fmt(r["send_us"])))
+        rows.append((role, "wake -> send", *_fmt(r["wake_to_send_us"])))
         for frame, s in r["recv_to_send_us"].items():
             if s["n"] >= 5:
-                rows.append((role, f"recv -> send ({frame})", *fmt(s)))
+                rows.append((role, f"recv -> send ({frame})", *_fmt(s)))
         d = r["wakeup_delay_us"]
-        rows.append((role, f"wakeup delay ({r['wakeups_stacked']} stacked)", *fmt(d)))
+        rows.append((role, f"wakeup delay ({r['wakeups_stacked']} stacked)", *_fmt(d)))
     print(f"\n{args.bench} under perf, main threads, us:")
     print_table(rows, ("role", "step", "n", "p50", "p90"), left=2)
     data = {"bench": args.bench, "bench_args": bench_args, "roles": res}
