@@ -12,6 +12,7 @@ import cProfile
 import gc
 import hashlib
 import json
+import math
 import os
 import platform
 import pstats
@@ -164,6 +165,14 @@ def collect() -> None:
     """A full collection, so garbage from the setup is not charged to what follows."""
     gc.collect()
     gc.collect()
+
+
+def percentile(xs: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (NaN for no samples)."""
+    if not xs:
+        return math.nan
+    s = sorted(xs)
+    return s[max(0, math.ceil(p / 100 * len(s)) - 1)]
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:

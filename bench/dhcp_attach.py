@@ -74,6 +74,7 @@ from common import (  # noqa: E402
     arg_parser,
     finish_machine_info,
     machine_info,
+    percentile,
     print_table,
     write_json,
 )
@@ -441,14 +442,6 @@ class CpuMeter:
 
 
 # --- statistics -------------------------------------------------------------------------
-
-
-def percentile(xs: list[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    if not xs:
-        return math.nan
-    s = sorted(xs)
-    return s[max(0, math.ceil(p / 100 * len(s)) - 1)]
 
 
 def summary(samples: list[Attach]) -> dict[str, Any]:

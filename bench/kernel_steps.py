@@ -39,7 +39,6 @@ keeps perf's data only while it is read. Needs root and ``perf`` (Debian:
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import shutil
@@ -55,6 +54,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
+
+from common import percentile  # noqa: E402  (bench/ is on sys.path from here on)
 
 NAME = "kernel_steps"
 BENCHES = ("dhcp_attach", "relay_floor")
@@ -197,14 +198,6 @@ def roles(tasks: dict[int, _Task]) -> dict[str, int]:
     if kea:
         found["kea"] = max(kea, key=lambda tid: sum(tasks[tid].xmit.values()))
     return {role: tid for role, tid in found.items() if tid is not None}
-
-
-def percentile(xs: list[float], p: float) -> float:
-    """Nearest-rank percentile (as bench/dhcp_attach.py)."""
-    if not xs:
-        return math.nan
-    s = sorted(xs)
-    return s[max(0, math.ceil(p / 100 * len(s)) - 1)]
 
 
 def stats(xs: list[float]) -> dict[str, float]:
