@@ -55,7 +55,14 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from common import percentile  # noqa: E402  (bench/ is on sys.path from here on)
+from common import (  # noqa: E402  (bench/ is on sys.path from here on)
+    arg_parser,
+    finish_machine_info,
+    machine_info,
+    percentile,
+    print_table,
+    write_json,
+)
 
 NAME = "kernel_steps"
 BENCHES = ("dhcp_attach", "relay_floor")
@@ -250,8 +257,6 @@ def _fmt(s: dict[str, float]) -> tuple[str, str, str]:
 
 
 def main() -> int:
-    from common import arg_parser, finish_machine_info, machine_info, print_table, write_json
-
     parser = arg_parser(__doc__)
     parser.add_argument("bench", choices=BENCHES, help="the bench to run under perf")
     parser.epilog = (
