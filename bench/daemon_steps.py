@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,7 +104,7 @@ SEGMENTS = (
     Segment("mag", "OFFER from Kea -> to the MN, then the PBU", "server-read>", "send-lma<"),
     Segment("mag", "ACK from Kea -> to the MN", "server-read>", "send-mn ACK<"),
     Segment("mag", "PBA -> OFFER to the MN (flow 2)", "mh-read>", "send-mn OFFER<"),
-    Segment("mag", "PBA -> held ACK to the MN (flow 3)", "mh-read>", "send-mn ACK<"),
+    Segment("mag", "PBA -> ACK to the MN (flow 3, the ACK already in)", "mh-read>", "send-mn ACK<"),
     Segment("mag", "PBA, nothing for the MN yet (flow 3)", "mh-read>", "flush<", ("send-mn",)),
     Segment("lma", "PBU -> PBA sent", "mh-read>", "send-mag<"),
 )
@@ -169,10 +169,14 @@ def install(
 
     selectors.EpollSelector.select = marked_select  # type: ignore[method-assign]
 
-    def dump() -> None:
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text("".join(f"{t} {m}\n" for t, m in list(marks)))
-        tmp.replace(out)
+    written = 0
+
+    def dump() -> None:  # appends what is new: a short hold of the daemon's GIL
+        nonlocal written
+        end = len(marks)
+        with out.open("a") as f:
+            f.write("".join(f"{t} {m}\n" for t, m in marks[written:end]))
+        written = end
 
     def keep_writing(period: float) -> None:
         while True:
@@ -202,14 +206,17 @@ if _role is not None:
 
 
 def read_marks(path: Path) -> list[tuple[int, str]]:
+    """The marks a daemon wrote; a last line cut short (the daemon killed while it wrote)
+    is left out."""
     marks = []
     for line in path.read_text().splitlines():
         t, _, mark = line.partition(" ")
-        marks.append((int(t), mark))
+        if t.isdigit() and mark:
+            marks.append((int(t), mark))
     return marks
 
 
-def wakeups(marks: Sequence[tuple[int, str]]) -> Iterable[list[tuple[int, str]]]:
+def wakeups(marks: Sequence[tuple[int, str]]) -> Iterator[list[tuple[int, str]]]:
     """The marks of each wake-up, the ``wake`` mark first."""
     current: list[tuple[int, str]] | None = None
     for t, mark in marks:

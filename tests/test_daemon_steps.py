@@ -78,6 +78,15 @@ def test_install_marks_calls_sends_and_wakeups(
     assert times == sorted(times)
     dump()
     assert daemon_steps.read_marks(out) == marks
+    fake.work(1)
+    dump()  # appends the new marks only
+    assert daemon_steps.read_marks(out) == marks and len(marks) == len(names) + 2
+
+
+def test_a_line_cut_short_is_left_out(tmp_path: Path) -> None:
+    out = tmp_path / "lma.marks"
+    out.write_text("100 wake\n150 mh-read>\n2")
+    assert daemon_steps.read_marks(out) == [(100, "wake"), (150, "mh-read>")]
 
 
 def _run(*wakes: list[tuple[int, str]]) -> list[tuple[int, str]]:
