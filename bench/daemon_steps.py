@@ -285,6 +285,8 @@ def run(bench_args: list[str]) -> dict[str, Any]:
 
 
 def main() -> int:
+    # Here, not at the top: the daemons import this module for install(), and need none
+    # of the bench's helpers (nor the engine modules those import).
     from common import arg_parser, finish_machine_info, machine_info, write_json
 
     parser = arg_parser(__doc__)
