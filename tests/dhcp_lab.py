@@ -190,9 +190,13 @@ class DhcpLab:
 
     # --- the mobile node --------------------------------------------------------------
 
-    def attach_mn(self, mn_id: str, mag: str = "mag1") -> str:
-        """A fresh MN namespace whose eth0 is a link to ``mag``'s acc1."""
+    def attach_mn(self, mn_id: str, mag: str = "mag1", solicits: bool = True) -> str:
+        """A fresh MN namespace whose eth0 is a link to ``mag``'s acc1. ``solicits=False``:
+        its kernel sends no IPv6 Router Solicitation, which would attach the MN to the MAG
+        before its DHCP client starts."""
         ns = self.lab.ns(f"mn{len(self.lab.namespaces)}")
+        if not solicits:  # before eth0 exists: it takes the namespace's defaults
+            self.lab.run(ns, "sysctl -qw net.ipv6.conf.default.router_solicitations=0")
         self.lab.link(ns, "eth0", self.ns_mag[mag], "acc1")
         self.lab.run(ns, f"ip link set eth0 address {MNS[mn_id][0]}")
         return ns
