@@ -43,6 +43,14 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
+from common import (  # noqa: E402  (bench/ is on sys.path from here on)
+    arg_parser,
+    finish_machine_info,
+    machine_info,
+    percentile,
+    write_json,
+)
+
 NAME = "daemon_steps"
 # The config files of the daemons that get probes, and their roles.
 ROLES = {"mag1.yaml": "mag", "lma1.yaml": "lma"}
@@ -246,19 +254,17 @@ def steps(marks: Sequence[tuple[int, str]], segment: Segment) -> dict[str, Any]:
         paths.append(path)
     if not paths:
         return {"matched": 0, "usual": 0, "steps": []}
-    shapes = Counter(tuple(m for _, m in p) for p in paths)
-    usual, count = shapes.most_common(1)[0]
-    same = [p for p in paths if tuple(m for _, m in p) == usual]
+    shaped = [(tuple(m for _, m in p), p) for p in paths]
+    usual, count = Counter(shape for shape, _ in shaped).most_common(1)[0]
+    same = [p for shape, p in shaped if shape == usual]
     rows = []
     for i, mark in enumerate(usual):
         step = [(p[i][0] - p[i - 1][0]) / 1000 if i else 0.0 for p in same]
         since = [(p[i][0] - p[0][0]) / 1000 for p in same]
-        rows.append({"mark": mark, "step_us": _p50(step), "since_wake_us": _p50(since)})
+        rows.append(
+            {"mark": mark, "step_us": percentile(step, 50), "since_wake_us": percentile(since, 50)}
+        )
     return {"matched": len(paths), "usual": count, "steps": rows}
-
-
-def _p50(xs: list[float]) -> float:
-    return sorted(xs)[(len(xs) - 1) // 2]
 
 
 # --- the run ---------------------------------------------------------------------------
@@ -285,10 +291,6 @@ def run(bench_args: list[str]) -> dict[str, Any]:
 
 
 def main() -> int:
-    # Here, not at the top: the daemons import this module for install(), and need none
-    # of the bench's helpers (nor the engine modules those import).
-    from common import arg_parser, finish_machine_info, machine_info, write_json
-
     parser = arg_parser(__doc__)
     parser.epilog = (
         "Options it does not know go to bench/dhcp_attach.py, e.g. `--n 100`.\n"
