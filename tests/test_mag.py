@@ -40,6 +40,7 @@ from pmip_agent.core.events import (
     Deregistered,
     Ipv4Denied,
     Ipv4Granted,
+    MessageDropped,
     Peer,
     RegistrationRejected,
     TunnelNeeded,
@@ -373,6 +374,44 @@ def test_pba_with_unknown_sequence_is_ignored():
     assert mag.entry(MN_LMA).state == "registering"
     answer(mag, msg, T0, options=(Ipv4HoaReply(0, 24, IPv4Address("10.1.0.9")),))
     assert mag.entry(MN_LMA).registered
+
+
+def test_refusals_of_earlier_transmissions_wait_for_the_latest():
+    """PBUs held up on the way (a next hop's neighbour entry resolving, say) reach the LMA
+    together. It refuses the stale ones (156, timestamp mismatch) and accepts the last.
+    The MAG leaves the refusals of earlier transmissions to the latest one's answer, so
+    it registers instead of backing off while the LMA holds the binding."""
+    mag, lma = make_mag(), make_lma()
+    mag.attach(MN_LMA, T0)
+    sent = drive_unanswered(mag, T0 + 3)
+    assert [t - T0 for t, _ in sent] == [0, 1, 3]
+    late = T0 + 3.05
+    pbas = []
+    for _, pbu in sent:
+        lma.receive_ipv6(encode(pbu), MAG1, late)
+        pbas += lma.datagrams_to_send()
+    assert [decode_transmit(t).status for t in pbas] == [156, 156, 0]
+    for t in pbas:
+        mag.receive_ipv6(t.data, LMAA, late)
+    evs = events(mag)
+    dropped = [(e.reason, e.detail) for e in of(evs, MessageDropped)]
+    assert dropped == [("pba-superseded", "status 156")] * 2
+    assert of(evs, RegistrationRejected) == [] and of(evs, Ipv4Denied) == []
+    assert len(of(evs, Ipv4Granted)) == 1 and len(of(evs, TunnelNeeded)) == 1
+    assert mag.entry(MN_LMA).registered
+
+
+def test_refusal_of_the_latest_transmission_ends_the_attempt():
+    """The latest PBU's refusal is the answer, whatever came before it."""
+    mag = make_mag()
+    mag.attach(MN_LMA, T0)
+    (_, first), (_, second) = drive_unanswered(mag, T0 + 1)
+    answer(mag, second, T0 + 1.1, status=156)
+    assert of(events(mag), RegistrationRejected) == [RegistrationRejected(MN_LMA, 156)]
+    assert mag.entry(MN_LMA).state == "backoff"
+    answer(mag, first, T0 + 1.2)  # the attempt is over: nothing outstanding
+    assert [e.reason for e in events(mag)] == ["pba-unexpected-sequence"]
+    assert not mag.entry(MN_LMA).registered
 
 
 def test_pba_with_other_access_technology_is_ignored():

@@ -334,6 +334,7 @@ class MagEngine:
         profile = self.settings.profiles.get(entry.mn_id)
         self._sequence = (self._sequence + 1) & 0xFFFF
         entry.outstanding.add(self._sequence)
+        entry.latest_sequence = self._sequence
         self._out.append(
             _PbuOrder(
                 entry.mn_id,
@@ -490,10 +491,20 @@ class MagEngine:
         if att is not None and att.value != self.settings.access_tech:
             self._events.append(MessageDropped(peer, "pba-mismatched-options"))  # §6.9.1.2
             return
+        accepted = msg.status == Status.ACCEPTED and msg.lifetime > 0
+        if not accepted and entry.state == REGISTERING and msg.sequence != entry.latest_sequence:
+            # A refusal of an earlier transmission while a later one is outstanding: that
+            # one's answer decides. PBUs held up on the way (say, while the next hop's
+            # neighbour entry resolves) reach the LMA together, and it refuses the stale
+            # ones (156, timestamp mismatch) but accepts the last; taking the first
+            # refusal would back off while the LMA holds the binding.
+            entry.outstanding.discard(msg.sequence)
+            self._events.append(MessageDropped(peer, "pba-superseded", f"status {msg.status}"))
+            return
         entry.outstanding = set()
         if entry.state == DEREGISTERING:
             self._remove(entry)
-        elif msg.status == Status.ACCEPTED and msg.lifetime > 0:
+        elif accepted:
             self._accepted(entry, msg, peer, now)
         else:
             self._rejected(entry, msg, now)
