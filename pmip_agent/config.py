@@ -501,7 +501,9 @@ class TimersConfig(_Model):
         ge=1,
         le=60000,
         description="LMA: accepted clock difference of a PBU timestamp "
-        "(TimestampValidityWindow, RFC 5213 §5.5). Needs NTP on every node.",
+        "(TimestampValidityWindow, RFC 5213 §5.5). Needs NTP on every node. MAG: a PBU "
+        "refused for its timestamp (156) after longer than this on its way is sent again "
+        "at once with a fresh one, instead of backing off.",
     )
     max_lifetime_s: int = Field(
         3600,
@@ -1438,6 +1440,7 @@ class AgentConfig(_Model):
             max_bindack_timeout_s=t.max_bindack_timeout_s,
             max_transmissions=t.max_transmissions,
             retry_after_failure_s=t.retry_after_failure_s,
+            timestamp_window_s=t.timestamp_window_ms / 1000.0,
             refresh_fraction=t.refresh_fraction,
             nat_keepalive_fraction=t.nat_keepalive_fraction,
             profiles=self.profiles(),

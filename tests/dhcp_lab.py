@@ -66,12 +66,8 @@ class DhcpLab:
         self.ns_mag = {name: lab.ns(name) for name in ("mag1", "mag2")}
         lab.addr(self.ns_lma, "lo", f"{LMAA}/128")
         for i, (name, ns) in enumerate(self.ns_mag.items()):
-            lab.link(ns, "tr0", self.ns_lma, f"tr{i}")
-            lab.addr(ns, "tr0", f"2001:db8:{i + 10}::2/64")
-            lab.addr(self.ns_lma, f"tr{i}", f"2001:db8:{i + 10}::1/64")
             lab.addr(ns, "lo", f"{MAG_COA[name]}/128")
-            lab.run(ns, f"ip -6 route add {LMAA} via 2001:db8:{i + 10}::1")
-            lab.run(self.ns_lma, f"ip -6 route add {MAG_COA[name]} via 2001:db8:{i + 10}::2")
+            self.link_transport(name)
             lab.link(ns, "k0", self.ns_kea, f"k{i}")
             lab.addr(ns, "k0", f"{RELAY[name]}/24")
             lab.addr(self.ns_kea, f"k{i}", f"{KEA[name]}/24")
@@ -82,6 +78,18 @@ class DhcpLab:
         }
         self.kea_pools = kea_pools or {"10.50.0.0/24": "10.50.0.100 - 10.50.0.199"}
         return self
+
+    def link_transport(self, mag: str) -> None:
+        """``mag``'s IPv6 link to the LMA (tr0), its addresses and the routes between the
+        MAG's proxy CoA and the LMAA. Called again after ``ip link del tr0``, it makes a
+        new link, whose link-local addresses are tentative (DAD) for a second or two."""
+        i = list(self.ns_mag).index(mag)
+        ns, lab = self.ns_mag[mag], self.lab
+        lab.link(ns, "tr0", self.ns_lma, f"tr{i}")
+        lab.addr(ns, "tr0", f"2001:db8:{i + 10}::2/64")
+        lab.addr(self.ns_lma, f"tr{i}", f"2001:db8:{i + 10}::1/64")
+        lab.run(ns, f"ip -6 route add {LMAA} via 2001:db8:{i + 10}::1")
+        lab.run(self.ns_lma, f"ip -6 route add {MAG_COA[mag]} via 2001:db8:{i + 10}::2")
 
     # --- daemons ----------------------------------------------------------------------
 

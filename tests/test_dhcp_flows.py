@@ -97,6 +97,28 @@ def test_lma_allocation_ack_goes_before_the_catch_up(tmp_path: Path) -> None:
     assert granted[0] >= held_until, (granted[0] - ack_out, granted[0] - offer_out, seen)
 
 
+def test_first_pbus_held_up_on_the_way_still_register(dhcp_lab: DhcpLab) -> None:
+    """MAG1's link to the LMA is made anew just before the MN attaches, so its link-local
+    address is still tentative: the kernel sends no Neighbour Solicitation for the next
+    hop, and holds the PBUs (sent from the proxy CoA on lo) until a retry a second or so
+    later. The original and the retransmissions then reach the LMA together. It refuses
+    the stale ones (156, timestamp mismatch) and accepts the last; the MAG registers on
+    that answer, and the waiting DISCOVER gets its OFFER. Before, the MAG took the first
+    refusal, denied the MN and backed off (retry_after_failure_s, 2 s here)."""
+    mn = "lma@example.net"
+    mag1 = dhcp_lab.ns_mag["mag1"]
+    dhcp_lab.lab.run(mag1, "ip link del tr0")
+    dhcp_lab.link_transport("mag1")
+    ns = dhcp_lab.attach_mn(mn)
+    tentative = dhcp_lab.lab.run(mag1, "ip -6 addr show dev tr0 scope link tentative").stdout
+    assert "fe80::" in tentative, "the premise: tr0's link-local address is tentative"
+    lease = dhcp_lab.client(ns, "udhcpc", "udhcpc-held")
+    assert _in(lease["ip"], "10.10.0.0/24")
+    log = dhcp_lab.mags["mag1"].log_text()
+    assert "pba-superseded" in log  # the premise: stale transmissions were refused
+    assert "registration rejected" not in log and "IPv4 denied" not in log
+
+
 @pytest.mark.parametrize("client", ["udhcpc", "dhclient"])
 def test_static_flow(dhcp_lab: DhcpLab, client: str) -> None:
     """Seed §3.1 static: the MAG registers the profile's HoA, then serves it by DHCP."""

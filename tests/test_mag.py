@@ -401,8 +401,39 @@ def test_refusals_of_earlier_transmissions_wait_for_the_latest():
     assert mag.entry(MN_LMA).registered
 
 
-def test_refusal_of_the_latest_transmission_ends_the_attempt():
-    """The latest PBU's refusal is the answer, whatever came before it."""
+def test_late_refusal_of_the_latest_transmission_sends_a_fresh_one():
+    """All the PBUs were held up longer than the timestamp window: the LMA refuses them
+    all (156). The latest one's refusal is explained by its delay, so the MAG sends a PBU
+    with a fresh timestamp at once, and registers on its answer instead of backing off."""
+    mag, lma = make_mag(), make_lma()
+    mag.attach(MN_LMA, T0)
+    sent = drive_unanswered(mag, T0 + 1)
+    late = T0 + 2.5
+    for _, pbu in sent:
+        lma.receive_ipv6(encode(pbu), MAG1, late)
+    pbas = lma.datagrams_to_send()
+    assert [decode_transmit(t).status for t in pbas] == [156, 156]
+    for t in pbas:
+        mag.receive_ipv6(t.data, LMAA, late)
+    dropped = [(e.reason, e.detail) for e in of(events(mag), MessageDropped)]
+    assert dropped == [
+        ("pba-superseded", "status 156"),
+        ("pba-late", "status 156 after 1.500 s: PBU sent again"),
+    ]
+    (fresh,) = sent_pbus(mag)
+    assert fresh.find(Timestamp) == Timestamp.from_seconds(late)
+    assert fresh.sequence > sent[-1][1].sequence
+    lma.receive_ipv6(encode(fresh), MAG1, late + 0.01)
+    (pba,) = lma.datagrams_to_send()
+    mag.receive_ipv6(pba.data, LMAA, late + 0.01)
+    evs = events(mag)
+    assert of(evs, RegistrationRejected) == [] and of(evs, Ipv4Denied) == []
+    assert len(of(evs, Ipv4Granted)) == 1 and mag.entry(MN_LMA).registered
+
+
+def test_prompt_refusal_of_the_latest_transmission_ends_the_attempt():
+    """The latest PBU's refusal is the answer, whatever came before it. A 156 that comes
+    back within the timestamp window means clocks that differ: the attempt backs off."""
     mag = make_mag()
     mag.attach(MN_LMA, T0)
     (_, first), (_, second) = drive_unanswered(mag, T0 + 1)

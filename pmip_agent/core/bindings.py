@@ -125,6 +125,7 @@ class BulEntry:
     encapsulation: Encapsulation | None = None
     outstanding: set[int] = field(default_factory=set)  # sequence numbers awaiting a PBA
     latest_sequence: int = -1  # the last PBU's: only its PBA may refuse the attempt
+    latest_sent_at: float = 0.0
     transmissions: int = 0
     timeout_s: float = 0.0
     deadline: float = 0.0

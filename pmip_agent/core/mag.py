@@ -334,7 +334,7 @@ class MagEngine:
         profile = self.settings.profiles.get(entry.mn_id)
         self._sequence = (self._sequence + 1) & 0xFFFF
         entry.outstanding.add(self._sequence)
-        entry.latest_sequence = self._sequence
+        entry.latest_sequence, entry.latest_sent_at = self._sequence, now
         self._out.append(
             _PbuOrder(
                 entry.mn_id,
@@ -496,10 +496,28 @@ class MagEngine:
             # A refusal of an earlier transmission while a later one is outstanding: that
             # one's answer decides. PBUs held up on the way (say, while the next hop's
             # neighbour entry resolves) reach the LMA together, and it refuses the stale
-            # ones (156, timestamp mismatch) but accepts the last; taking the first
-            # refusal would back off while the LMA holds the binding.
+            # ones (156, timestamp mismatch) but accepts a fresh last one; taking the
+            # first refusal would back off while the LMA holds the binding.
             entry.outstanding.discard(msg.sequence)
             self._events.append(MessageDropped(peer, "pba-superseded", f"status {msg.status}"))
+            return
+        settings = self.settings
+        age = now - entry.latest_sent_at
+        if (
+            msg.status == Status.TIMESTAMP_MISMATCH
+            and entry.state == REGISTERING
+            and age > settings.timestamp_window_s
+            and entry.transmissions < settings.max_transmissions
+        ):
+            # Refused for the time the latest PBU spent on its way rather than for the
+            # clocks: one with a fresh timestamp, at once. Clocks that differ get that one
+            # refused too, promptly, and the attempt then ends and backs off as usual.
+            entry.outstanding.discard(msg.sequence)
+            self._events.append(
+                MessageDropped(peer, "pba-late", f"status 156 after {age:.3f} s: PBU sent again")
+            )
+            handoff = HandoffIndicator.NO_HANDOFF if entry.registered else entry.handoff
+            self._send_registration(entry, handoff, now)
             return
         entry.outstanding = set()
         if entry.state == DEREGISTERING:

@@ -86,6 +86,9 @@ class MagSettings:
     max_bindack_timeout_s: float = 32.0  # MAX_BINDACK_TIMEOUT
     max_transmissions: int = 6  # 1 + retransmissions: 1, 2, 4, 8, 16, 32 s apart
     retry_after_failure_s: float = 32.0  # wait before registering again after a failure
+    # The domain's TimestampValidityWindow: a PBU refused for its timestamp (156) after
+    # longer than this on its way was refused for its delay, and is sent again at once.
+    timestamp_window_s: float = 0.3
     refresh_fraction: float = 0.8  # re-register at this fraction of the granted lifetime
     nat_keepalive_fraction: float = 0.9  # re-send the PBU at this fraction of refresh time
     profiles: dict[bytes, MnProfile] = field(default_factory=dict)
