@@ -101,10 +101,12 @@ def test_first_pbus_held_up_on_the_way_still_register(dhcp_lab: DhcpLab) -> None
     """MAG1's link to the LMA is made anew just before the MN attaches, so its link-local
     address is still tentative: the kernel sends no Neighbour Solicitation for the next
     hop, and holds the PBUs (sent from the proxy CoA on lo) until a retry a second or so
-    later. The original and the retransmissions then reach the LMA together. It refuses
-    the stale ones (156, timestamp mismatch) and accepts the last; the MAG registers on
-    that answer, and the waiting DISCOVER gets its OFFER. Before, the MAG took the first
-    refusal, denied the MN and backed off (retry_after_failure_s, 2 s here)."""
+    later. The original and the retransmissions then reach the LMA together, and it
+    refuses the stale ones (156, timestamp mismatch). The MAG waits for the latest one's
+    answer: an acceptance, or a refusal of that one too, which it meets with a fresh PBU
+    at once (pba-late). It registers, and the waiting DISCOVER gets its OFFER. Before,
+    the MAG took the first refusal, denied the MN and backed off (retry_after_failure_s,
+    2 s here)."""
     mn = "lma@example.net"
     mag1 = dhcp_lab.ns_mag["mag1"]
     dhcp_lab.lab.run(mag1, "ip link del tr0")
