@@ -121,6 +121,29 @@ def test_first_pbus_held_up_on_the_way_still_register(dhcp_lab: DhcpLab) -> None
     assert "registration rejected" not in log and "IPv4 denied" not in log
 
 
+def test_an_access_link_absent_at_start_is_prepared_when_its_mn_registers(
+    dhcp_lab: DhcpLab,
+) -> None:
+    """The MAGs start before any MN's link exists. That is noted once, not warned about
+    for each sysctl that cannot be set yet; proxy ARP and the rest are set on the link
+    when an MN on it registers."""
+    log = dhcp_lab.mags["mag1"].log_text()
+    assert "access link acc1 is not there yet" in log
+    assert "cannot set" not in log
+    ns = dhcp_lab.attach_mn("lma@example.net")
+    dhcp_lab.client(ns, "udhcpc", "udhcpc-absent")
+    mag1 = dhcp_lab.ns_mag["mag1"]
+    wait_for(
+        lambda: (
+            dhcp_lab.lab.run(mag1, "sysctl -n net.ipv4.conf.acc1.proxy_arp").stdout.strip() == "1"
+        ),
+        5,
+        what="proxy ARP on acc1",
+    )
+    assert dhcp_lab.lab.run(mag1, "sysctl -n net.ipv6.conf.acc1.accept_dad").stdout.strip() == "0"
+    assert "cannot set" not in dhcp_lab.mags["mag1"].log_text()
+
+
 @pytest.mark.parametrize("client", ["udhcpc", "dhclient"])
 def test_static_flow(dhcp_lab: DhcpLab, client: str) -> None:
     """Seed §3.1 static: the MAG registers the profile's HoA, then serves it by DHCP."""

@@ -141,10 +141,18 @@ class MagDataPlane:
         the home-link emulation needs. Repeated for a link that appears later."""
         for family in (socket.AF_INET, socket.AF_INET6):
             try:
-                self._blackhole("add", name, family)
+                self._blackhole("add", name, family)  # matches the name: absent is fine
             except NetlinkError as exc:
                 if exc.code != 17:  # EEXIST
                     raise
+        try:
+            socket.if_nametoindex(name)
+        except OSError:
+            log.info(
+                "access link %s is not there yet: its sysctls are set when an MN on it registers",
+                name,
+            )
+            return
         ok = sysctl(f"net/ipv4/conf/{name}/proxy_arp", 1)
         ok = sysctl(f"net/ipv4/neigh/{name}/proxy_delay", 0) and ok  # answer at once
         # RFC 5213 §6.9.3: the same link-local address on every MAG; it must not go
