@@ -51,6 +51,8 @@ from common import (  # noqa: E402  (bench/ is on sys.path from here on)
     write_json,
 )
 
+from pmip_agent.dhcp.codec import MESSAGE_NAMES  # noqa: E402
+
 NAME = "daemon_steps"
 # The config files of the daemons that get probes, and their roles.
 ROLES = {"mag1.yaml": "mag", "lma1.yaml": "lma"}
@@ -94,8 +96,6 @@ PROBES: dict[str, dict[str, str]] = {
     },
 }
 
-_DHCP_TYPES = {1: "DISCOVER", 2: "OFFER", 3: "REQUEST", 4: "DECLINE", 5: "ACK", 6: "NAK"}
-
 
 @dataclass(frozen=True, slots=True)
 class Segment:
@@ -125,7 +125,7 @@ def _carried(data: object) -> str:
     """What a send carries, for its mark: a DHCP message's type, if it is one whose
     first option is the message type (as the MAG and Kea send them)."""
     if isinstance(data, bytes | bytearray) and len(data) > 242 and data[240:242] == b"\x35\x01":
-        return " " + _DHCP_TYPES.get(data[242], str(data[242]))
+        return " " + MESSAGE_NAMES.get(data[242], str(data[242]))
     return ""
 
 
