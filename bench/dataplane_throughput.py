@@ -236,7 +236,7 @@ def main() -> None:
     )
     results["loadavg_at_end"] = load
     results["goal_ratio"] = GOAL
-    write_json("dataplane_throughput", results, args.quick)
+    write_json("dataplane_throughput", results, args.quick, args.tag)
 
 
 if __name__ == "__main__":

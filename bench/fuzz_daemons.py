@@ -225,7 +225,7 @@ def main() -> int:
     print(f"fuzzing the running LMA and MAG daemons with {n:,} packets (seed {args.seed})")
     result = run(n, args.seed, args.keep)
     data = {"machine": finish_machine_info(info), **result}
-    write_json("fuzz_daemons", data, args.quick)
+    write_json("fuzz_daemons", data, args.quick, args.tag)
     r = result
     rss = r["rss_kb"]
     drops = r["kernel_socket_drops"]

@@ -149,7 +149,7 @@ def main() -> None:
             "TCP intact",
         ),
     )
-    write_json("handover", results, args.quick)
+    write_json("handover", results, args.quick, args.tag)
 
 
 if __name__ == "__main__":

@@ -296,7 +296,7 @@ def main() -> int:
             )
         )
     data = {"machine": finish_machine_info(info), **data}
-    write_json("loss_and_restart", data, args.quick)
+    write_json("loss_and_restart", data, args.quick, args.tag)
     print()
     print_table(rows, ("figure", "value", "note"), left=3)
     bad = [r for r in data["loss"] if r["problems"] or r["log_exceptions"]]
