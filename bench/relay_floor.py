@@ -19,6 +19,14 @@ logging, no event loop: what remains is the machine's part (wakes, the network s
 two cores shared by the MN, the relay, Kea and the "LMA"). ``--no-hold`` leaves out the
 echo and the hold. The MN client and the timing are those of bench/dhcp_attach.py.
 
+``--lma`` puts the real LMA (``pmip-agent``, configured as in bench/dhcp_attach.py) in
+place of the echo: with each OFFER the relay sends a real PBU from MAG1's proxy CoA,
+reporting the offered address for the MN its MAC names (built from a
+``pmip_agent.core.templates.PbuTemplate``, as the MAG builds its PBUs), and Kea's ACK
+leaves only once a PBA with an accepting status has come back for that PBU's sequence
+number. What is then left between this and bench/dhcp_attach.py's flow 3 is the MAG
+daemon's own work per message.
+
 ``--breakdown B`` (20) adds B attaches per flow with packet capture on MAG1's acc1 and
 k0 and on Kea's d0, split into dhcp_attach's segments (but the PBU and PBA ones: the
 echo's datagrams are plain UDP), so the two benches compare step by step.
@@ -35,6 +43,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
@@ -47,6 +56,8 @@ for extra in (ROOT, ROOT / "tests", HERE):
 
 NAME = "relay_floor"
 ECHO_PORT = 5555
+IPPROTO_MH = 135
+IPV6_CHECKSUM = 7  # <netinet/in.h>; Python's socket module does not name it
 
 # dhcp_attach's flow-3 and direct segments, but the PBU and PBA: the echo's datagrams are
 # plain UDP. (iface, outgoing, kind) pairs, as there.
@@ -57,7 +68,7 @@ _RELAYED = [
     ("MN: OFFER out -> REQUEST in", ("acc1", True, "OFFER"), ("acc1", False, "REQUEST")),
     ("relay: REQUEST in -> relayed", ("acc1", False, "REQUEST"), ("k0", True, "REQUEST")),
     ("Kea: REQUEST -> ACK", ("k0", True, "REQUEST"), ("k0", False, "ACK")),
-    ("relay: ACK in -> ACK out (waits for the echo)", ("k0", False, "ACK"), ("acc1", True, "ACK")),
+    ("relay: ACK in -> ACK out (held: echo, PBA)", ("k0", False, "ACK"), ("acc1", True, "ACK")),
     ("relay view: DISCOVER in -> ACK out", ("acc1", False, "DISCOVER"), ("acc1", True, "ACK")),
 ]
 
@@ -79,10 +90,12 @@ def _options_walk(data: bytes) -> tuple[int, int]:
 
 
 def relay(relay_ip: str, kea_ip: str, lmaa: str, coa: str, info_hex: str, hold: str) -> None:
+    """``hold``: "hold" (the echo), "no-hold", or "lma" (real PBUs and PBAs)."""
     info = bytes.fromhex(info_hex)
     tail = bytes((82, len(info))) + info + b"\xff"
     giaddr = socket.inet_aton(relay_ip)
-    holding = hold == "hold"
+    holding = hold != "no-hold"
+    real = hold == "lma"
     access = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     access.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     access.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
@@ -91,11 +104,21 @@ def relay(relay_ip: str, kea_ip: str, lmaa: str, coa: str, info_hex: str, hold: 
     servers = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     servers.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     servers.bind((relay_ip, 67))
-    lma = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    lma.bind((coa, 0))
-    lma.connect((lmaa, ECHO_PORT))
+    if real:
+        lma = socket.socket(socket.AF_INET6, socket.SOCK_RAW, IPPROTO_MH)
+        lma.setsockopt(socket.IPPROTO_IPV6, IPV6_CHECKSUM, 4)  # the kernel sums the MH
+        lma.bind((coa, 0))
+        lma.connect((lmaa, 0))
+        pbu_for = _pbu_builder()
+    else:
+        lma = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        lma.bind((coa, 0))
+        lma.connect((lmaa, ECHO_PORT))
     held: dict[bytes, bytes] = {}
     answered: set[bytes] = set()
+    macs: dict[bytes, bytes] = {}  # xid -> the MN's MAC (--lma: it names the MN)
+    xids: dict[int, bytes] = {}  # PBU sequence number -> xid (--lma)
+    sequence = 0
     to_mn = ("255.255.255.255", 68)
     while True:
         ready, _, _ = select.select([access, servers, lma], [], [])
@@ -107,6 +130,8 @@ def relay(relay_ip: str, kea_ip: str, lmaa: str, coa: str, info_hex: str, hold: 
                 out[3] += 1
                 out[24:28] = giaddr
                 servers.sendto(bytes(out) + tail, (kea_ip, 67))
+                if real:
+                    macs[data[4:8]] = data[28:34]
             elif sock is servers:
                 data = servers.recv(4096)
                 _, at = _options_walk(data)
@@ -116,7 +141,11 @@ def relay(relay_ip: str, kea_ip: str, lmaa: str, coa: str, info_hex: str, hold: 
                 xid = data[4:8]
                 if kind == 2:  # OFFER: on to the MN, and the "PBU"
                     access.sendto(data, to_mn)
-                    if holding:
+                    if real:
+                        sequence = (sequence + 1) & 0xFFFF
+                        xids[sequence] = xid
+                        lma.send(pbu_for(sequence, macs.pop(xid, bytes(6)), data[16:20]))
+                    elif holding:
                         lma.send(xid)
                 elif kind == 5 and holding and xid not in answered:
                     held[xid] = data  # the ACK waits for the "PBA"
@@ -124,12 +153,70 @@ def relay(relay_ip: str, kea_ip: str, lmaa: str, coa: str, info_hex: str, hold: 
                     answered.discard(xid)
                     access.sendto(data, to_mn)
             else:
-                xid = lma.recv(64)
+                if real:  # a PBA: MH type 6, status at 6 (< 128 accepts), sequence at 8
+                    pba = lma.recv(4096)
+                    if len(pba) < 10 or pba[2] != 6 or pba[6] >= 128:
+                        continue
+                    found = xids.pop(int.from_bytes(pba[8:10], "big"), None)
+                    if found is None:
+                        continue
+                    xid = found
+                else:
+                    xid = lma.recv(64)
                 ack = held.pop(xid, None)
                 if ack is None:
                     answered.add(xid)
                 else:
                     access.sendto(ack, to_mn)
+
+
+def _pbu_builder() -> Callable[[int, bytes, bytes], bytes]:
+    """PBUs for bench/dhcp_attach.py's flow-3 MNs, from one template: (sequence number,
+    MAC, offered address) -> the Mobility Header, checksum left to the kernel."""
+    from dhcp_attach import mn_name
+
+    from pmip_agent.core.templates import PbuTemplate
+    from pmip_agent.wire.constants import BuFlags, HandoffIndicator
+    from pmip_agent.wire.messages import BindingUpdate, encode
+    from pmip_agent.wire.options import (
+        AccessTechTypeOption,
+        HandoffIndicatorOption,
+        Ipv4HoaRequest,
+        MnIdentifier,
+        MnLinkLayerId,
+        Timestamp,
+        timestamp_value,
+    )
+
+    prefix_len = 24  # the bench's Kea subnet for flow 3
+    sample = encode(
+        BindingUpdate(
+            1,
+            3600 // 4,
+            int(BuFlags.A | BuFlags.P),
+            (
+                MnIdentifier(mn_name("flow3-relay", 0).encode()),
+                HandoffIndicatorOption(HandoffIndicator.NEW_INTERFACE),
+                AccessTechTypeOption(3),
+                MnLinkLayerId(bytes(6)),
+                Timestamp.from_seconds(time.time()),
+                Ipv4HoaRequest(IPv4Address(0), prefix_len),
+            ),
+        )
+    )
+    template = PbuTemplate.derive(sample)
+    if template is None:
+        raise SystemExit("no PBU template for the bench's PBU")
+
+    def build(sequence: int, mac: bytes, address: bytes) -> bytes:
+        mn_id = mn_name("flow3-relay", (mac[4] << 8) | mac[5]).encode()
+        stamp = timestamp_value(time.time()).to_bytes(8, "big")
+        pbu = template.build(sequence.to_bytes(2, "big"), mn_id, None, mac, stamp, address)
+        if pbu is None:
+            raise SystemExit(f"the PBU template does not fit {mn_id!r}")
+        return pbu
+
+    return build
 
 
 def echo(address: str) -> None:
@@ -158,6 +245,8 @@ def run(args: Any) -> dict[str, Any]:
     if args.warmup + n + args.breakdown > 240:
         raise SystemExit("at most 240 attaches per flow in all: the pools are /24s")
     tmp = Path(tempfile.mkdtemp(prefix="pmip-relay-floor-"))
+    if args.lma:  # the LMA's profiles for the MNs the relay will name in its PBUs
+        da.add_profiles(args.warmup + n + args.breakdown)
     lab = Lab("rf")
     clients: list[Any] = []
     try:
@@ -169,8 +258,11 @@ def run(args: Any) -> dict[str, Any]:
             b"mag1:acc1", b"floor@bench.example.net", da.KEA_RELAY_NET.network_address
         )
         me = [sys.executable, str(Path(__file__).resolve())]
-        hold = "no-hold" if args.no_hold else "hold"
-        lab.spawn(env.ns_lma, [*me, "echo", dhcp_lab.LMAA], tmp / "echo.log")
+        hold = "lma" if args.lma else "no-hold" if args.no_hold else "hold"
+        if args.lma:
+            env.lma.start()
+        else:
+            lab.spawn(env.ns_lma, [*me, "echo", dhcp_lab.LMAA], tmp / "echo.log")
         lab.spawn(
             env.ns_mag["mag1"],
             [
@@ -197,7 +289,10 @@ def run(args: Any) -> dict[str, Any]:
             ``args.warmup`` are not counted, and with sniffers each attach is split."""
             for rnd in range(first, first + count):
                 for flow in order:
-                    mac = bytes([0x02, 0, 0, 0x20 + order.index(flow), rnd >> 8, rnd & 0xFF])
+                    if flow == "floor-relay":  # as dhcp_attach's flow-3 MN number rnd
+                        mac = da.mac_of("flow3-relay", rnd)
+                    else:
+                        mac = bytes([0x02, 0, 0, 0x21, rnd >> 8, rnd & 0xFF])
                     wanted = "flow3-relay" if flow == "floor-relay" else "direct-kea"
                     for sniffer in sniffers:
                         sniffer.drain()
@@ -226,12 +321,14 @@ def run(args: Any) -> dict[str, Any]:
             rounds(args.warmup + n, args.breakdown, sniffers)
         gc.enable()
         for log in ("relay.log", "echo.log"):
-            text = (tmp / log).read_text(errors="replace").strip()
+            path = tmp / log
+            text = path.read_text(errors="replace").strip() if path.exists() else ""
             if text:
                 raise SystemExit(f"the {log[:-4]} stand-in failed:\n{text}")
         return {
             "n": n,
-            "hold_for_echo": not args.no_hold,
+            "hold_for_echo": not args.no_hold and not args.lma,
+            "real_lma": args.lma,
             "pause_s": args.pause,
             "results": {flow: da.summary(got) for flow, got in samples.items()},
             "breakdown_attaches": args.breakdown,
@@ -269,12 +366,19 @@ def main() -> int:
         "--no-hold", action="store_true", help="no echo: the ACK is not held for a 'PBA'"
     )
     parser.add_argument(
+        "--lma",
+        action="store_true",
+        help="the real LMA instead of the echo: real PBUs, and the ACK held for the PBA",
+    )
+    parser.add_argument(
         "--breakdown",
         type=int,
         default=20,
         help="more attaches per flow with packet capture, split into segments (20; 0: none)",
     )
     args = parser.parse_args()
+    if args.lma and args.no_hold:
+        parser.error("--lma holds the ACK for the PBA: it does not go with --no-hold")
     info = machine_info()
     data = run(args)
     data["machine"] = finish_machine_info(info)
