@@ -441,7 +441,7 @@ class MagEngine:
     def _on_deadline(self, entry: BulEntry, now: float) -> None:
         settings = self.settings
         if entry.state != DEREGISTERING and entry.lma_name in self._held:
-            self._park(entry, HandoffIndicator.NO_HANDOFF if entry.registered else entry.handoff)
+            self._park(entry, _handoff_again(entry))
         elif entry.state == DEREGISTERING:
             self._remove(entry)  # §6.9.1.4: no answer within the timeout is fine
         elif entry.state == REGISTERED:
@@ -462,8 +462,7 @@ class MagEngine:
                 self._arm(entry, now + settings.retry_after_failure_s)
                 return
             entry.timeout_s = min(entry.timeout_s * 2, settings.max_bindack_timeout_s)
-            handoff = HandoffIndicator.NO_HANDOFF if entry.registered else entry.handoff
-            self._send_registration(entry, handoff, now)
+            self._send_registration(entry, _handoff_again(entry), now)
 
     def _on_message(self, msg: object, peer: Peer, now: float) -> None:
         if type(msg) is not BindingAck:
@@ -516,8 +515,7 @@ class MagEngine:
             self._events.append(
                 MessageDropped(peer, "pba-late", f"status 156 after {age:.3f} s: PBU sent again")
             )
-            handoff = HandoffIndicator.NO_HANDOFF if entry.registered else entry.handoff
-            self._send_registration(entry, handoff, now)
+            self._send_registration(entry, _handoff_again(entry), now)
             return
         entry.outstanding = set()
         if entry.state == DEREGISTERING:
@@ -652,6 +650,12 @@ class MagEngine:
             e.expires_at,
             e.link_layer_id,
         )
+
+
+def _handoff_again(entry: BulEntry) -> int:
+    """The Handoff Indicator of a PBU that repeats or resumes an attempt: no handoff once
+    the MN is registered here (the binding is being refreshed), else the attach's own."""
+    return HandoffIndicator.NO_HANDOFF if entry.registered else entry.handoff
 
 
 def _after(a: int, b: int) -> bool:
