@@ -59,7 +59,7 @@ from .events import (
     TunnelNeeded,
 )
 from .policy import Ipv4Mode, LmaPeerSettings, MagSettings, MnProfile
-from .templates import PbuTemplate
+from .templates import AckShape, AckShapeBook, PbuTemplate
 
 ZERO4 = IPv4Address(0)
 ZERO6 = IPv6Address(0)
@@ -110,6 +110,39 @@ class _PbuOrder(NamedTuple):
     prefix_len: int
 
 
+class PbaFacts(NamedTuple):
+    """What the MAG acts on in a PBA: from the decoder (`_facts`), or read from the bytes
+    of a PBA in a known shape (`MagEngine._read`)."""
+
+    mn_id: bytes | None
+    status: int
+    sequence: int
+    lifetime: int  # in units of 4 s
+    att: int | None  # the Access Technology Type option's value
+    ipv4_reply: tuple[int, int, IPv4Address] | None  # status, prefix length, address
+    router: IPv4Address | None
+    hnps: tuple[Prefix6, ...]
+    natd: NatDetection | None
+
+
+def _facts(pba: BindingAck) -> PbaFacts:
+    mnid = pba.find(MnIdentifier)
+    att = pba.find(AccessTechTypeOption)
+    reply = pba.find(Ipv4HoaReply) or pba.find(Ipv4AddressAck)
+    router = pba.find(Ipv4DefaultRouter)
+    return PbaFacts(
+        mnid.identifier if mnid is not None else None,
+        pba.status,
+        pba.sequence,
+        pba.lifetime,
+        att.value if att is not None else None,
+        (reply.status, reply.prefix_len, reply.address) if reply is not None else None,
+        router.address if router is not None else None,
+        tuple((o.prefix, o.prefix_len) for o in pba.find_all(HomeNetworkPrefix)),
+        pba.find(NatDetection),
+    )
+
+
 class MagEngine:
     def __init__(self, settings: MagSettings, sequence_start: int = 0) -> None:
         self.settings = settings
@@ -127,6 +160,11 @@ class MagEngine:
         self._templates: dict[tuple[object, ...], tuple[PbuTemplate | None, bool]] = {}
         self._templates_for = settings
         self.pbu_templates = True  # False: every PBU through the option encoders (tests)
+        # Accepting PBAs by shape (templates.AckShape): the next one in a shape is read
+        # from its bytes, not decoded. ``pbas_read`` counts those, for tests and metrics.
+        self._ack_shapes = AckShapeBook()
+        self.pba_shapes = True  # False: every PBA through the decoder (tests)
+        self.pbas_read = 0
 
     # --- inputs: the access link ----------------------------------------------------
 
@@ -220,13 +258,29 @@ class MagEngine:
     # --- inputs: the network --------------------------------------------------------
 
     def receive_ipv6(self, mh: bytes, src: IPv6Address, now: float) -> None:
+        """``mh`` from a raw socket that checked its checksum (IPV6_CHECKSUM)."""
         peer = Peer(src)
+        shape = self._ack_shapes.find(mh) if self.pba_shapes else None
+        if shape is not None and shape.trusted:
+            self.pbas_read += 1
+            self._on_pba(self._read(shape, mh), peer, now)
+            return
         try:
             msg = decode(mh)
         except WireError as exc:
             self._events.append(MessageDropped(peer, exc.reason, exc.detail))
             return
-        self._on_message(msg, peer, now)
+        if type(msg) is not BindingAck:
+            self._events.append(MessageDropped(peer, "unexpected-message", type(msg).__name__))
+            return
+        facts = _facts(msg)
+        if shape is not None:  # the second PBA in this shape: its reading must agree
+            shape.trusted = self._read(shape, mh) == facts
+            if not shape.trusted:
+                self._ack_shapes.forget(shape)
+        elif self.pba_shapes and facts.status == Status.ACCEPTED and facts.lifetime > 0:
+            self._ack_shapes.learn(mh, facts)
+        self._on_pba(facts, peer, now)
 
     def receive_udp(self, payload: bytes, src: IPv4Address, port: int, now: float) -> None:
         try:
@@ -239,7 +293,11 @@ class MagEngine:
         except WireError as exc:
             self._events.append(MessageDropped(Peer(ZERO6, src, port), exc.reason, exc.detail))
             return
-        self._on_message(msg, Peer(src6, src, port), now)
+        peer = Peer(src6, src, port)
+        if type(msg) is not BindingAck:
+            self._events.append(MessageDropped(peer, "unexpected-message", type(msg).__name__))
+            return
+        self._on_pba(_facts(msg), peer, now)
 
     def handle_timer(self, now: float) -> None:
         timers = self._timers
@@ -464,12 +522,29 @@ class MagEngine:
             entry.timeout_s = min(entry.timeout_s * 2, settings.max_bindack_timeout_s)
             self._send_registration(entry, _handoff_again(entry), now)
 
-    def _on_message(self, msg: object, peer: Peer, now: float) -> None:
-        if type(msg) is not BindingAck:
-            self._events.append(MessageDropped(peer, "unexpected-message", type(msg).__name__))
-            return
-        mnid = msg.find(MnIdentifier)
-        entry = self._bul.get(mnid.identifier) if mnid is not None else None
+    def _read(self, shape: AckShape, mh: bytes) -> PbaFacts:
+        """The facts of ``mh``, a PBA in ``shape``: the shape's, with this PBA's values of
+        the masked fields the MAG acts on (sequence number, MN-ID, HNP, IPv4 address)."""
+        known = shape.facts
+        hnps, reply = known.hnps, known.ipv4_reply
+        if shape.hnp:
+            hnps = ((IPv6Address(mh[shape.hnp : shape.hnp + 16]), hnps[0][1]),)
+        if shape.v4:
+            reply = (reply[0], reply[1], IPv4Address(mh[shape.v4 : shape.v4 + 4]))
+        return PbaFacts(
+            mh[15 : shape.mn_id_end],
+            known.status,
+            int.from_bytes(mh[8:10], "big"),
+            known.lifetime,
+            known.att,
+            reply,
+            known.router,
+            hnps,
+            known.natd,
+        )
+
+    def _on_pba(self, msg: PbaFacts, peer: Peer, now: float) -> None:
+        entry = self._bul.get(msg.mn_id) if msg.mn_id is not None else None
         if entry is None:
             self._events.append(MessageDropped(peer, "pba-unknown-mn"))
             return
@@ -486,8 +561,7 @@ class MagEngine:
         if msg.sequence not in entry.outstanding:
             self._events.append(MessageDropped(peer, "pba-unexpected-sequence"))
             return
-        att = msg.find(AccessTechTypeOption)
-        if att is not None and att.value != self.settings.access_tech:
+        if msg.att is not None and msg.att != self.settings.access_tech:
             self._events.append(MessageDropped(peer, "pba-mismatched-options"))  # §6.9.1.2
             return
         accepted = msg.status == Status.ACCEPTED and msg.lifetime > 0
@@ -525,14 +599,14 @@ class MagEngine:
         else:
             self._rejected(entry, msg, now)
 
-    def _accepted(self, entry: BulEntry, pba: BindingAck, peer: Peer, now: float) -> None:
+    def _accepted(self, entry: BulEntry, pba: PbaFacts, peer: Peer, now: float) -> None:
         settings = self.settings
         profile = settings.profiles[entry.mn_id]
         lma = settings.lmas[entry.lma_name]
         lifetime_s = pba.lifetime * 4
         hoa, plen, router, denied = self._ipv4_result(entry, profile, pba)
-        hnps = tuple((o.prefix, o.prefix_len) for o in pba.find_all(HomeNetworkPrefix))
-        natd = pba.find(NatDetection)
+        hnps = pba.hnps
+        natd = pba.natd
         nat = natd is not None and natd.refresh_time not in (0, NO_KEEPALIVE)
         if peer.v4 is None:
             encapsulation = Encapsulation.IPV6
@@ -576,31 +650,30 @@ class MagEngine:
         self._arm(entry, now + max(interval, 1.0))
 
     def _ipv4_result(
-        self, entry: BulEntry, profile: MnProfile, pba: BindingAck
+        self, entry: BulEntry, profile: MnProfile, pba: PbaFacts
     ) -> tuple[IPv4Address | None, int, IPv4Address | None, int | None]:
         """(hoa, prefix length, router, denial status). A refused or inconsistent IPv4
         answer is never reported as granted (seed §3.4)."""
         if entry.requested_hoa is None:
             return None, 0, None, None
-        reply = pba.find(Ipv4HoaReply) or pba.find(Ipv4AddressAck)
+        reply = pba.ipv4_reply
         if reply is None:
             return None, 0, None, Ipv4Status.FAILURE_UNSPECIFIED
-        if reply.status != Ipv4Status.SUCCESS:
-            return None, 0, None, reply.status
-        granted = reply.address
+        status, prefix_len, granted = reply
+        if status != Ipv4Status.SUCCESS:
+            return None, 0, None, status
         if granted == ZERO4 or (
             profile.ipv4_mode is not Ipv4Mode.LMA and entry.requested_hoa not in (ZERO4, granted)
         ):
             return None, 0, None, Ipv4Status.INCORRECT_IPV4_HOME_ADDRESS
-        router = pba.find(Ipv4DefaultRouter)
-        return granted, reply.prefix_len, router.address if router else None, None
+        return granted, prefix_len, pba.router, None
 
-    def _rejected(self, entry: BulEntry, pba: BindingAck, now: float) -> None:
+    def _rejected(self, entry: BulEntry, pba: PbaFacts, now: float) -> None:
         status = pba.status
         self._events.append(RegistrationRejected(entry.mn_id, status))
         if entry.requested_hoa is not None:
-            reply = pba.find(Ipv4HoaReply) or pba.find(Ipv4AddressAck)
-            denial = reply.status if reply is not None and reply.status else status
+            reply = pba.ipv4_reply
+            denial = reply[0] if reply is not None and reply[0] else status
             self._events.append(Ipv4Denied(entry.mn_id, denial))
         if entry.registered:
             self._lose(entry, f"rejected-{status}")

@@ -1,4 +1,5 @@
-"""Byte templates behind the LMA's fast paths: PBU shapes and the PBAs that answer them.
+"""Byte templates behind the fast paths: PBU shapes and the PBAs that answer them (the
+LMA's), PBU templates and PBA shapes (the MAG's).
 
 A PBU *shape* is a Proxy Binding Update with its variable fields masked out: sequence
 number, checksum, MN identifier octets (not their length or subtype), timestamp value, the
@@ -15,8 +16,13 @@ MN identifier, HNP, link-layer identifier, timestamp, IPv4 home address). Templa
 shared by every binding that was answered with them: a binding keeps a reference, not its
 own bytes.
 
-Everything here is plain bytes and offsets; the LMA engine decides when a template may be
-used, and checks every template against a full-path answer before trusting it.
+A *PBU template* is the MAG's PBU as the constant runs between its per-MN fields. A PBA
+*shape* (`AckShape`) is the MAG's reading of a PBA by the same masking: what the decoder
+made of an accepting PBA, kept with the masked fields' offsets, so the next PBA in that
+shape is read, not decoded.
+
+Everything here is plain bytes and offsets; the engines decide when a template or shape
+may be used, and check each against the full path once before trusting it.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ ZERO4 = bytes(4)
 ZERO16 = bytes(16)
 MAX_SHAPES = 1024  # distinct shapes kept; beyond that, new ones just take the full path
 MAX_TEMPLATES_PER_SHAPE = 64
+MAX_ACK_SHAPES = 256  # the MAG's PBA shapes; beyond that, new ones are decoded in full
 
 
 def option_offsets(mh: bytes) -> dict[int, list[int]]:
@@ -157,6 +164,93 @@ class ShapeBook:
         self._by_head.setdefault(shape.head, []).append(shape)
         self.count += 1
         return shape
+
+
+def ack_head(mh: bytes) -> bytes:
+    """Header, status, flags, lifetime, and the MN-ID option's type, length and subtype:
+    what a PBA's shape is looked up by (checksum and sequence number left out)."""
+    return mh[:4] + mh[6:8] + mh[10:15]
+
+
+class AckShape:
+    """One accepting PBA's shape, the MAG's counterpart of PbuShape: a PBA with its per-MN
+    fields masked out (checksum, sequence number, MN identifier octets, timestamp value,
+    HNP prefix octets, link-layer identifier octets and the IPv4 HoA Reply's address).
+    ``facts`` is what the MAG made of the PBA the strict decoder accepted in this shape;
+    a PBA whose unmasked octets equal that one's reads as the same facts with its own
+    values in the masked fields. ``trusted`` once a second PBA's reading matched what the
+    decoder made of it."""
+
+    __slots__ = ("facts", "head", "hnp", "keep", "length", "mn_id_end", "tail", "trusted", "v4")
+
+    def __init__(self, mh: bytes, ts: int, hnp: int, v4: int, llid: int, facts: Any) -> None:
+        self.head = ack_head(mh)
+        self.length = len(mh)
+        self.mn_id_end = 14 + mh[13]  # the option's length counts the subtype octet
+        self.hnp, self.v4 = hnp, v4  # 0: not present
+        fields = [(ts, 8), (hnp, 16), (v4, 4), (llid, mh[llid - 3] - 2 if llid else 0)]
+        # The head again (so one comparison checks all), then what follows the identifier.
+        cuts, start = [slice(0, 4), slice(6, 8), slice(10, 15)], self.mn_id_end
+        for offset, size in sorted((o, n) for o, n in fields if o):
+            cuts.append(slice(start, offset))
+            start = offset + size
+        cuts.append(slice(start, None))
+        self.keep = itemgetter(*cuts)
+        self.tail: tuple[bytes, ...] = self.keep(mh)
+        self.facts = facts
+        self.trusted = False
+
+
+class AckShapeBook:
+    """The PBA shapes the MAG has learnt, by head (see AckShape)."""
+
+    __slots__ = ("_by_head", "count")
+
+    def __init__(self) -> None:
+        self._by_head: dict[bytes, list[AckShape]] = {}
+        self.count = 0
+
+    def find(self, mh: bytes) -> AckShape | None:
+        if len(mh) < 16:
+            return None
+        shapes = self._by_head.get(mh[:4] + mh[6:8] + mh[10:15])
+        if shapes is not None:
+            for shape in shapes:
+                if len(mh) == shape.length and shape.keep(mh) == shape.tail:
+                    return shape
+        return None
+
+    def learn(self, mh: bytes, facts: Any) -> AckShape | None:
+        """The shape of a PBA the decoder accepted (MN-ID first, at most one timestamp,
+        HNP, link-layer identifier and IPv4 reply), added if new; None for anything else."""
+        if len(mh) < 16 or mh[12] != MN_ID_TYPE or self.count >= MAX_ACK_SHAPES:
+            return None
+        offsets = option_offsets(mh)
+        stamps, hnps = offsets.get(TIMESTAMP_TYPE, ()), offsets.get(HNP_TYPE, ())
+        llids = offsets.get(LLID_TYPE, ())
+        replies = [o for t in IPV4_REPLY_TYPES for o in offsets.get(t, ())]
+        if len(offsets[MN_ID_TYPE]) != 1 or max(map(len, (stamps, hnps, llids, replies))) > 1:
+            return None
+        if self.find(mh) is not None:
+            return None
+        shape = AckShape(
+            mh,
+            stamps[0] + 2 if stamps else 0,
+            hnps[0] + 4 if hnps else 0,
+            replies[0] + 4 if replies else 0,
+            llids[0] + 4 if llids else 0,
+            facts,
+        )
+        self._by_head.setdefault(shape.head, []).append(shape)
+        self.count += 1
+        return shape
+
+    def forget(self, shape: AckShape) -> None:
+        """Drop a shape whose reading did not match the decoder's (never expected)."""
+        shapes = self._by_head.get(shape.head, [])
+        if shape in shapes:
+            shapes.remove(shape)
+            self.count -= 1
 
 
 class PbaTemplate:
