@@ -32,6 +32,7 @@ from .dhcp.agent import DhcpAgent, DhcpSend
 from .dhcp.sockets import DhcpInterfaceSocket, DhcpRelaySocket
 from .metrics import Metrics, State
 from .net.access_link import LinkMonitor, RouterSolicitationListener
+from .net.hot_selector import HotSelector
 from .net.ipsec import SaTable, SaWatcher
 from .net.mh_socket import MhSocket
 from .net.ratelimit import RateLimitedLog
@@ -112,10 +113,13 @@ class Service:
 
     role = ""
 
-    def __init__(self, config: AgentConfig, config_path: Path | None) -> None:
+    def __init__(
+        self, config: AgentConfig, config_path: Path | None, hot: HotSelector | None = None
+    ) -> None:
         self.config = config
         self.config_path = config_path
         self.loop = asyncio.get_running_loop()
+        self.hot = hot  # the loop's selector, when it is one: sockets' handlers run from it
         self.metrics = Metrics(self.role)
         self.observers: list[Observer] = [self.metrics.observe, self._log_event]
         self.drops = RateLimitedLog(logging.getLogger(f"pmip.{self.role}.drop"))
@@ -330,7 +334,16 @@ class Service:
             except Exception:  # an adapter bug must not stop the service
                 self.log.exception("error while handling input")
 
-        self.loop.add_reader(sock.fileno(), guarded)
+        if self.hot is not None:
+            self.hot.watch(sock.fileno(), guarded)
+        else:
+            self.loop.add_reader(sock.fileno(), guarded)
+
+    def _unwatch(self, sock: Any) -> None:
+        if self.hot is not None:
+            self.hot.unwatch(sock.fileno())
+        else:
+            self.loop.remove_reader(sock.fileno())
 
     # --- operator interface -------------------------------------------------------
 
@@ -779,7 +792,7 @@ class MagService(Service):
         if current is not None:
             if current[0] == index:
                 return
-            self.loop.remove_reader(current[1].fileno())
+            self._unwatch(current[1])
             current[1].close()
         sock = DhcpInterfaceSocket(ifname, self._on_dhcp)
         self._watch(sock, sock.on_readable)
@@ -1096,8 +1109,9 @@ def _may_wait(event: ev.Event) -> bool:
     return kind is not ev.BindingDown and kind is not ev.BindingPurged
 
 
-async def _serve(config: AgentConfig, config_path: Path | None) -> None:
-    service: Service = (LmaService if config.role == "lma" else MagService)(config, config_path)
+async def _serve(config: AgentConfig, config_path: Path | None, hot: HotSelector) -> None:
+    kind = LmaService if config.role == "lma" else MagService
+    service: Service = kind(config, config_path, hot)
     await service.run()
 
 
@@ -1105,7 +1119,9 @@ def run(config: AgentConfig, config_path: Path | None = None) -> int:
     """Run the agent until SIGTERM. Returns the process exit status."""
     configure_logging(config.log.level, config.log.format)
     try:
-        asyncio.run(_serve(config, config_path))
+        hot = HotSelector()
+        with asyncio.Runner(loop_factory=lambda: asyncio.SelectorEventLoop(hot)) as runner:
+            runner.run(_serve(config, config_path, hot))
     except OSError as exc:
         log.error("cannot start: %s", exc)
         return 1

@@ -87,6 +87,9 @@ class DhcpAgent:
         self.node_name = node_name
         self.lease_s = lease_s
         self.servers = servers
+        # Where relayed messages go, as sendto() takes it: str(IPv4Address) per message
+        # was a tenth of a relay step's Python when the MAG had been idle.
+        self._server_dests = tuple((str(s), SERVER_PORT) for s in servers)
         self.relay_address = relay_address
         self.fallback_server_id = fallback_server_id
         self.grants: dict[bytes, Grant] = {}
@@ -98,8 +101,9 @@ class DhcpAgent:
         # MNs sent an OFFER whose REQUEST/ACK has not happened yet, and when: the daemon
         # holds back slower work (tunnel setup, commits) while an exchange is this close.
         self._offered: dict[bytes, float] = {}
-        # Addresses from OFFERs passed on by forward_reply, for report_offered.
-        self._offered_addresses: list[tuple[bytes, IPv4Address, int]] = []
+        # OFFERs passed on by forward_reply, for report_offered: (MN, yiaddr, option 1's
+        # content), as octets; the addresses are made once the OFFER is out.
+        self._offered_addresses: list[tuple[bytes, bytes, bytes | None]] = []
 
     def datagrams_to_send(self) -> list[DhcpSend]:
         out, self._out = self._out, []
@@ -186,9 +190,7 @@ class DhcpAgent:
             if client.mn_id in self.denied:
                 return False
             if not granted:  # what from_server does for a new address, once it is out
-                mask = seen.subnet_mask
-                plen = _prefix_len(IPv4Address(mask) if mask and len(mask) == 4 else None)
-                self._offered_addresses.append((client.mn_id, IPv4Address(yiaddr), plen))
+                self._offered_addresses.append((client.mn_id, yiaddr, seen.subnet_mask))
         elif (kind != ACK or not granted) and kind != NAK:
             return False
         self._now = now
@@ -206,8 +208,9 @@ class DhcpAgent:
         if not self._offered_addresses:
             return
         pending, self._offered_addresses = self._offered_addresses, []
-        for mn_id, hoa, prefix_len in pending:
-            self.engine.learn_ipv4(mn_id, hoa, prefix_len, now)
+        for mn_id, yiaddr, mask in pending:
+            plen = _prefix_len(IPv4Address(mask) if mask and len(mask) == 4 else None)
+            self.engine.learn_ipv4(mn_id, IPv4Address(yiaddr), plen, now)
 
     # --- the decoded way --------------------------------------------------------------
 
@@ -349,8 +352,8 @@ class DhcpAgent:
     def _to_servers(self, client: _Client, xid: int, data: bytes) -> None:
         client.xids.add(xid)
         self._by_xid[xid] = client.mn_id
-        for server in self.servers:
-            self._out.append(DhcpSend(None, data, (str(server), SERVER_PORT)))
+        for dest in self._server_dests:
+            self._out.append(DhcpSend(None, data, dest))
 
     def from_server(self, msg: DhcpMessage, now: float) -> None:
         self._now = now

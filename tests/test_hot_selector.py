@@ -1,0 +1,63 @@
+"""The daemon's selector (pmip_agent/net/hot_selector.py), with real sockets under a real
+asyncio loop: watched sockets' handlers run from epoll's report, everything else the loop
+watches still goes through the loop, and callbacks a handler schedules run."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from pmip_agent.net.hot_selector import HotSelector
+
+
+def _pair() -> tuple[socket.socket, socket.socket]:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    a.setblocking(False)
+    return a, b
+
+
+def test_watched_and_loop_readers_both_run() -> None:
+    hot = HotSelector()
+    loop = asyncio.SelectorEventLoop(hot)
+    got: list[str] = []
+    hot_rx, hot_tx = _pair()
+    plain_rx, plain_tx = _pair()
+
+    def on_hot() -> None:
+        got.append("hot:" + hot_rx.recv(64).decode())
+        loop.call_soon(got.append, "scheduled by the handler")
+
+    def on_plain() -> None:
+        got.append("plain:" + plain_rx.recv(64).decode())
+
+    async def scenario() -> None:
+        hot.watch(hot_rx.fileno(), on_hot)
+        loop.add_reader(plain_rx.fileno(), on_plain)
+        hot_tx.send(b"1")
+        plain_tx.send(b"2")
+        for _ in range(50):
+            if len(got) == 3:
+                break
+            await asyncio.sleep(0.01)
+        hot.unwatch(hot_rx.fileno())
+        hot_tx.send(b"3")  # no longer watched: stays queued
+        await asyncio.sleep(0.05)
+        loop.remove_reader(plain_rx.fileno())
+
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+        for s in (hot_rx, hot_tx, plain_rx, plain_tx):
+            s.close()
+    assert sorted(got) == ["hot:1", "plain:2", "scheduled by the handler"]
+    assert got.index("hot:1") < got.index("scheduled by the handler")
+
+
+def test_unwatching_an_unknown_descriptor_is_harmless() -> None:
+    hot = HotSelector()
+    try:
+        hot.unwatch(12345)
+        assert hot.get_map() is not None and len(hot.get_map()) == 0
+    finally:
+        hot.close()
