@@ -661,7 +661,8 @@ class MagService(Service):
         self._unobserved: list[ev.Event] = []  # not yet seen by logs, metrics, data plane
         self._attach_notes: list[tuple[bytes, str, str]] = []
         self._catch_up_handle: asyncio.TimerHandle | None = None
-        self._answered = False  # a DHCP message went to an MN since the last flush
+        self._answered = False  # a DHCP message went to an MN since the last _settle
+        self._settle_soon = False  # _settle is scheduled
         self.iface_mn = {i.name: i.mn_id.encode() for i in cfg.mag.access_interfaces if i.mn_id}
         lmas = cfg.mag_settings().lmas.values()
         guarded = cfg.require_ipsec
@@ -824,15 +825,16 @@ class MagService(Service):
         attached_early, attached = False, None
         seen = dhcp.peek(data)
         if seen is not None and seen.op == 1:
-            mac, how = seen.client_mac(), f"DHCP {seen.name}"
+            mac = seen.client_mac()
             mn_id = self._known_mn(ifname, mac)
             if mn_id is not None and agent is not None and agent.forward(ifname, mn_id, data, seen):
-                self._relay_first(agent, ifname, mac, how)
+                self._relay_first(agent, ifname, mac, seen)
                 return
             if mn_id is not None and seen.message_type != dhcp.RELEASE:
                 # Attached, and its PBU sent, before the message is decoded: in Figure 2
                 # the LMA's round trip is what the MN waits for (steps 2-3).
-                attached_early, attached = True, self._attach(ifname, mac, how)
+                attached = self._attach(ifname, mac, f"DHCP {seen.name}")
+                attached_early = True
                 self.flush()
         try:
             msg = dhcp.parse(data)
@@ -861,13 +863,13 @@ class MagService(Service):
                 agent.from_client(ifname, mn_id, msg, now)
         self.flush()
 
-    def _relay_first(self, agent: DhcpAgent, ifname: str, mac: bytes, how: str) -> None:
+    def _relay_first(self, agent: DhcpAgent, ifname: str, mac: bytes, seen: dhcp.Peek) -> None:
         """The relay's path (DhcpAgent.forward took the message): what goes to the servers
         leaves before the MN is attached, and the message is never decoded with dpkt. Each
         of those steps costs about 0.1 ms when the MAG has been idle, as it mostly is
         between attaches, and the server can work meanwhile."""
         self._send_dhcp(agent.datagrams_to_send())
-        self._attach(ifname, mac, how)
+        self._attach(ifname, mac, f"DHCP {seen.name}")
         self.flush()
 
     def _on_dhcp_server(self, data: bytes, addr: tuple[str, int]) -> None:
@@ -1002,12 +1004,22 @@ class MagService(Service):
         for tx in engine.datagrams_to_send():
             self.send(tx)
         self._send_dhcp(out for out in dhcp_out if out.ifname is None)
+        self._unobserved += events
+        if not self._settle_soon:
+            self._settle_soon = True
+            self.loop.call_soon(self._settle)
+
+    def _settle(self) -> None:
+        """The rest of the flushes of one wake-up, once every socket that woke the MAG has
+        been handled: an ACK that came in beside the PBA granting it leaves first. The
+        attach logs, when the catch-up runs, the engine's timer and the metrics."""
+        self._settle_soon = False
+        agent = self.dhcp_agent
         for mn_id, ifname, how in self._attach_notes:
             self.log.info(
                 "attach: mn=%s on %s (%s)", _mn(mn_id), ifname, how, extra={"mn_id": _mn(mn_id)}
             )
         self._attach_notes.clear()
-        self._unobserved += events
         answered, self._answered = self._answered, False
         handle = self._catch_up_handle
         delay = catch_up_delay(

@@ -207,7 +207,7 @@ class MagEngine:
     def can_serve(self, mn_id: bytes) -> bool:
         """True when ``mn_id`` has a profile and an LMA to register it with."""
         profile = self.settings.profiles.get(mn_id)
-        return profile is not None and self._lma_for(profile) is not None
+        return profile is not None and self.lma_for(profile) is not None
 
     def learn_ipv4(self, mn_id: bytes, hoa: IPv4Address, prefix_len: int, now: float) -> None:
         """The DHCP relay saw the server assign ``hoa``: register it (seed Figure 3, step 3)."""
@@ -343,7 +343,8 @@ class MagEngine:
 
     # --- registration ---------------------------------------------------------------
 
-    def _lma_for(self, profile: MnProfile) -> LmaPeerSettings | None:
+    def lma_for(self, profile: MnProfile) -> LmaPeerSettings | None:
+        """The LMA that anchors ``profile``'s MN (None: none configured by that name)."""
         lmas = self.settings.lmas
         if profile.lma is None:
             return next(iter(lmas.values()), None)

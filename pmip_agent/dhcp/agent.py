@@ -158,7 +158,7 @@ class DhcpAgent:
         profile = self.engine.settings.profiles.get(mn_id)
         if profile is None or profile.ipv4_mode is not Ipv4Mode.DHCP_SERVER:
             return False
-        if not self.engine.can_serve(mn_id):  # the attach will refuse it: nothing to relay
+        if self.engine.lma_for(profile) is None:  # the attach will refuse it: no relaying
             return False
         relay_address = self.relay_address
         if relay_address is None or not self.servers:
@@ -209,7 +209,7 @@ class DhcpAgent:
             return
         pending, self._offered_addresses = self._offered_addresses, []
         for mn_id, yiaddr, mask in pending:
-            plen = _prefix_len(IPv4Address(mask) if mask and len(mask) == 4 else None)
+            plen = int.from_bytes(mask, "big").bit_count() if mask and len(mask) == 4 else 32
             self.engine.learn_ipv4(mn_id, IPv4Address(yiaddr), plen, now)
 
     # --- the decoded way --------------------------------------------------------------
