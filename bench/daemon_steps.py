@@ -72,6 +72,7 @@ PROBES: dict[str, dict[str, str]] = {
         "pmip_agent.dhcp.agent:DhcpAgent._answer": "_answer",
         "pmip_agent.dhcp.agent:DhcpAgent._pass_to_client": "_pass_to_client",
         "pmip_agent.core.mag:decode": "decode",
+        "pmip_agent.core.mag:MagEngine._read": "_read",
         "pmip_agent.core.mag:MagEngine._accepted": "_accepted",
         "pmip_agent.core.mag:MagEngine.learn_ipv4": "learn_ipv4",
         "pmip_agent.core.mag:MagEngine._encoded": "_encoded",
