@@ -88,7 +88,7 @@ class DhcpAgent:
         self.lease_s = lease_s
         self.servers = servers
         # Where relayed messages go, as sendto() takes it: str(IPv4Address) per message
-        # was a tenth of a relay step's Python when the MAG had been idle.
+        # took about 9 us of a relayed DISCOVER when the MAG had been idle.
         self._server_dests = tuple((str(s), SERVER_PORT) for s in servers)
         self.relay_address = relay_address
         self.fallback_server_id = fallback_server_id
@@ -209,7 +209,7 @@ class DhcpAgent:
             return
         pending, self._offered_addresses = self._offered_addresses, []
         for mn_id, yiaddr, mask in pending:
-            plen = int.from_bytes(mask, "big").bit_count() if mask and len(mask) == 4 else 32
+            plen = _prefix_len(IPv4Address(mask) if mask and len(mask) == 4 else None)
             self.engine.learn_ipv4(mn_id, IPv4Address(yiaddr), plen, now)
 
     # --- the decoded way --------------------------------------------------------------
