@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import TypeVar
 
+from hypothesis import strategies as st
+
 from pmip_agent.core.events import Event, Transmit
 from pmip_agent.core.lma import LmaEngine
 from pmip_agent.core.mag import MagEngine
@@ -370,3 +372,57 @@ def run_timers(
     else:
         raise AssertionError("timers never settled")
     return total
+
+
+# --- random MAG histories, for tests that compare a fast path with the full one ----------
+
+MN_LONG = b"a-longer-identifier-for-another-mn@example.net"
+HISTORY_MNS = (MN_LMA, MN_LMA2, MN_STATIC, MN_DHCP, MN_DHCP2, MN_V6ONLY, MN_V4ONLY, MN_LONG)
+HISTORY_LINK_LAYER_IDS = (
+    None,
+    None,
+    b"\x02\0\0\0\0\x01",
+    b"\x02\0\0\0\0\x02",
+    b"\x02\0\0\0\0\0\0\x03",
+)
+HISTORY_ADDRESSES = ("10.20.0.9", "10.20.0.10", "10.20.7.1")  # what a DHCP server offers
+
+
+def history_profiles() -> dict[bytes, MnProfile]:
+    """The default profiles and MN_LONG's, for HISTORY_MNS."""
+    profiles = default_profiles()
+    profiles[MN_LONG] = MnProfile(MN_LONG, Ipv4Mode.LMA, lma=LMA_NAME)
+    return profiles
+
+
+def random_mag_step(
+    data: st.DataObject,
+    mags: Sequence[tuple[MagEngine, LmaEngine]],
+    now: float,
+    mns: Sequence[bytes] = HISTORY_MNS,
+) -> list[object]:
+    """Draw one thing that happens (an attach, an address report, a detach or a timer;
+    the LMA answering or the PBU lost) and do it to each (MAG, LMA) pair in ``mags``: what
+    each MAG sent and reported, for the caller to compare."""
+    mn = data.draw(st.sampled_from(mns))
+    action = data.draw(st.sampled_from(["attach", "attach", "report", "detach", "timer"]))
+    llid = data.draw(st.sampled_from(HISTORY_LINK_LAYER_IDS))
+    hoa = IPv4Address(data.draw(st.sampled_from(HISTORY_ADDRESSES)))
+    plen = data.draw(st.sampled_from([16, 24]))
+    lma_answers = data.draw(st.integers(0, 3)) > 0
+    results: list[object] = []
+    for mag, lma in mags:
+        if action == "attach":
+            mag.attach(mn, now, link_layer_id=llid)
+        elif action == "report":
+            mag.learn_ipv4(mn, hoa, plen, now)
+        elif action == "detach":
+            mag.detach(mn, now)
+        else:
+            mag.handle_timer(now)
+        if lma_answers:
+            got = pump(mag, lma, now)
+            results.append((got.to_lma, got.mag_events))
+        else:  # lost on the way: the next timer retransmits
+            results.append((mag.datagrams_to_send(), events(mag)))
+    return results

@@ -5,24 +5,16 @@ with the same facts."""
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address
-
 from engine_helpers import (
+    HISTORY_MNS,
     MAG1,
-    MN_DHCP,
-    MN_DHCP2,
-    MN_LMA,
-    MN_LMA2,
-    MN_STATIC,
-    MN_V4ONLY,
-    MN_V6ONLY,
     T0,
-    default_profiles,
     events,
+    history_profiles,
     make_lma,
     make_mag,
     of,
-    pump,
+    random_mag_step,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -33,26 +25,14 @@ from pmip_agent.core.mag import MagEngine, _facts
 from pmip_agent.core.policy import Ipv4Mode, MnProfile
 from pmip_agent.wire import BindingAck, WireError, WireProfile, decode
 
-MN_LONG = b"a-longer-identifier-for-another-mn@example.net"
-MNS = (MN_LMA, MN_LMA2, MN_STATIC, MN_DHCP, MN_DHCP2, MN_V6ONLY, MN_V4ONLY, MN_LONG)
-LINK_LAYER_IDS = (None, b"\x02\0\0\0\0\x01", b"\x02\0\0\0\0\0\0\x03")
-REPORTED = ("10.20.0.9", "10.20.0.10", "10.20.7.1")
 SAME_LENGTH = [f"mn-{i:03d}@example.net".encode() for i in range(6)]
 
 
 def _profiles() -> dict[bytes, MnProfile]:
-    profiles = default_profiles()
-    profiles[MN_LONG] = MnProfile(MN_LONG, Ipv4Mode.LMA, lma="lma1")
+    profiles = history_profiles()
     for mn in SAME_LENGTH:
         profiles[mn] = MnProfile(mn, Ipv4Mode.LMA, lma="lma1")
     return profiles
-
-
-def _drain(mag: MagEngine) -> list[object]:
-    out = []
-    while (event := mag.next_event()) is not None:
-        out.append(event)
-    return out
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -71,29 +51,10 @@ def test_shaped_reading_changes_nothing(data: st.DataObject) -> None:
     now = T0
     for _step in range(data.draw(st.integers(5, 40))):
         now += data.draw(st.sampled_from([0.001, 1.0, 30.0, 400.0]))
-        mn = data.draw(st.sampled_from(MNS + tuple(SAME_LENGTH)))
-        action = data.draw(st.sampled_from(["attach", "attach", "report", "detach", "timer"]))
-        llid = data.draw(st.sampled_from(LINK_LAYER_IDS))
-        hoa = IPv4Address(data.draw(st.sampled_from(REPORTED)))
-        plen = data.draw(st.sampled_from([16, 24]))
-        lma_answers = data.draw(st.integers(0, 3)) > 0
-        results = []
-        for mag, lma in pairs:
-            if action == "attach":
-                mag.attach(mn, now, link_layer_id=llid)
-            elif action == "report":
-                mag.learn_ipv4(mn, hoa, plen, now)
-            elif action == "detach":
-                mag.detach(mn, now)
-            else:
-                mag.handle_timer(now)
-            if lma_answers:
-                got = pump(mag, lma, now)
-                results.append((got.to_lma, got.mag_events))
-            else:  # lost on the way: the next timer retransmits
-                results.append((mag.datagrams_to_send(), _drain(mag)))
-            results.append([mag._view(e) for e in mag._bul.values()])
-        assert results[0] == results[2] and results[1] == results[3]
+        results = random_mag_step(data, pairs, now, HISTORY_MNS + tuple(SAME_LENGTH))
+        assert results[0] == results[1]
+        views = [[mag._view(e) for e in mag._bul.values()] for mag, _ in pairs]
+        assert views[0] == views[1]
     assert pairs[1][0].pbas_read == 0
 
 

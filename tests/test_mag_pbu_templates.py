@@ -5,40 +5,20 @@ registrations, refreshes, retransmissions, address reports and de-registrations.
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address
-
 from engine_helpers import (
-    MN_DHCP,
-    MN_DHCP2,
     MN_LMA,
-    MN_LMA2,
-    MN_STATIC,
-    MN_V4ONLY,
-    MN_V6ONLY,
     T0,
-    default_profiles,
+    history_profiles,
     make_lma,
     make_mag,
-    pump,
+    random_mag_step,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pmip_agent.core.mag import MagEngine
 from pmip_agent.core.policy import Ipv4Mode, MnProfile
 from pmip_agent.core.templates import PbuTemplate
 from pmip_agent.wire import BindingUpdate, MnIdentifier, WireProfile, decode, encode
-
-MN_LONG = b"a-longer-identifier-for-another-mn@example.net"
-MNS = (MN_LMA, MN_LMA2, MN_STATIC, MN_DHCP, MN_DHCP2, MN_V6ONLY, MN_V4ONLY, MN_LONG)
-LINK_LAYER_IDS = (None, None, b"\x02\0\0\0\0\x01", b"\x02\0\0\0\0\x02", b"\x02\0\0\0\0\0\0\x03")
-REPORTED = ("10.20.0.9", "10.20.0.10", "10.20.7.1")
-
-
-def _profiles() -> dict[bytes, MnProfile]:
-    profiles = default_profiles()
-    profiles[MN_LONG] = MnProfile(MN_LONG, Ipv4Mode.LMA, lma="lma1")
-    return profiles
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -54,34 +34,14 @@ def test_templated_pbus_are_the_encoders_pbus(data: st.DataObject) -> None:
     }
     pairs = []
     for templated in (True, False):
-        mag = make_mag(_profiles(), **kw)  # type: ignore[arg-type]
+        mag = make_mag(history_profiles(), **kw)  # type: ignore[arg-type]
         mag.pbu_templates = templated
-        lma = make_lma(_profiles(), timestamp_window_s=1e9)
+        lma = make_lma(history_profiles(), timestamp_window_s=1e9)
         pairs.append((mag, lma))
     now = T0
     for _step in range(data.draw(st.integers(5, 30))):
         now += data.draw(st.sampled_from([0.001, 1.0, 30.0, 400.0]))
-        mn = data.draw(st.sampled_from(MNS))
-        action = data.draw(st.sampled_from(["attach", "attach", "report", "detach", "timer"]))
-        llid = data.draw(st.sampled_from(LINK_LAYER_IDS))
-        hoa = IPv4Address(data.draw(st.sampled_from(REPORTED)))
-        plen = data.draw(st.sampled_from([16, 24]))
-        lma_answers = data.draw(st.integers(0, 3)) > 0
-        results = []
-        for mag, lma in pairs:
-            if action == "attach":
-                mag.attach(mn, now, link_layer_id=llid)
-            elif action == "report":
-                mag.learn_ipv4(mn, hoa, plen, now)
-            elif action == "detach":
-                mag.detach(mn, now)
-            else:
-                mag.handle_timer(now)
-            if lma_answers:
-                got = pump(mag, lma, now)
-                results.append((got.to_lma, got.mag_events))
-            else:  # lost on the way: the next timer retransmits
-                results.append((mag.datagrams_to_send(), _drain(mag)))
+        results = random_mag_step(data, pairs, now)
         assert results[0] == results[1]
 
 
@@ -100,13 +60,6 @@ def test_pbus_of_one_key_come_from_one_checked_template() -> None:
     [(template, checked)] = templated._templates.values()
     assert template is not None and checked
     assert full._templates == {}
-
-
-def _drain(mag: MagEngine) -> list[object]:
-    out = []
-    while (event := mag.next_event()) is not None:
-        out.append(event)
-    return out
 
 
 def _pbu(mn_id: bytes, sequence: int = 7) -> bytes:
@@ -131,7 +84,7 @@ def test_a_template_fills_in_only_values_that_fit() -> None:
 def test_a_template_the_encoders_disagree_with_is_dropped() -> None:
     """A template is checked against the option encoders the second time its key comes
     up, and a wrong one is never used: the PBU is encoded in full, then and after."""
-    mag = make_mag(_profiles())
+    mag = make_mag(history_profiles())
     mag.attach(MN_LMA, T0)
     first = mag.datagrams_to_send()[0].data
     [key] = mag._templates
