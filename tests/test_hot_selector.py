@@ -61,3 +61,35 @@ def test_unwatching_an_unknown_descriptor_is_harmless() -> None:
         assert hot.get_map() is not None and len(hot.get_map()) == 0
     finally:
         hot.close()
+
+
+def test_a_handler_may_unwatch_another_ready_socket() -> None:
+    """Both sockets are ready in one wake-up and the first handler unwatches the other:
+    the loop must not be handed the unwatched socket's key (it is not one of its own)."""
+    hot = HotSelector()
+    loop = asyncio.SelectorEventLoop(hot)
+    (a_rx, a_tx), (b_rx, b_tx) = _pair(), _pair()
+    got: list[str] = []
+
+    def on_a() -> None:
+        got.append("a:" + a_rx.recv(64).decode())
+        hot.unwatch(b_rx.fileno())
+
+    def on_b() -> None:
+        got.append("b:" + b_rx.recv(64).decode())
+        hot.unwatch(a_rx.fileno())
+
+    async def scenario() -> None:
+        hot.watch(a_rx.fileno(), on_a)
+        hot.watch(b_rx.fileno(), on_b)
+        a_tx.send(b"1")
+        b_tx.send(b"2")
+        await asyncio.sleep(0.05)
+
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+        for s in (a_rx, a_tx, b_rx, b_tx):
+            s.close()
+    assert got in (["a:1"], ["b:2"])  # whichever ran first took the other one away

@@ -110,7 +110,7 @@ def test_a_shape_matches_only_what_the_decoder_reads_the_same() -> None:
             msg = decode(changed)  # raises WireError if a shape ever took bad bytes
             assert isinstance(msg, BindingAck)
             assert mag._read(found, changed) == _facts(msg)
-    # Sequence, checksum, the MN-ID's 17 octets, the LLID, the timestamp and the address.
+    # Sequence, checksum, the MN-ID's 18 octets, the LLID, the timestamp and the address.
     assert matched > 5 * 20
 
 

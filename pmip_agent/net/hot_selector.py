@@ -42,8 +42,8 @@ class HotSelector(selectors.EpollSelector):
         rest = []
         for key, events in ready:
             handler = handlers.get(key.fd)
-            if handler is None:
-                rest.append((key, events))
-            else:
+            if handler is not None:
                 handler()
+            elif key.data is not None:  # the loop's; None: ours, unwatched by a handler
+                rest.append((key, events))
         return rest
