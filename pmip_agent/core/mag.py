@@ -270,10 +270,9 @@ class MagEngine:
         except WireError as exc:
             self._events.append(MessageDropped(peer, exc.reason, exc.detail))
             return
-        if type(msg) is not BindingAck:
-            self._events.append(MessageDropped(peer, "unexpected-message", type(msg).__name__))
+        facts = self._facts_of(msg, peer)
+        if facts is None:
             return
-        facts = _facts(msg)
         if shape is not None:  # the second PBA in this shape: its reading must agree
             shape.trusted = self._read(shape, mh) == facts
             if not shape.trusted:
@@ -294,10 +293,16 @@ class MagEngine:
             self._events.append(MessageDropped(Peer(ZERO6, src, port), exc.reason, exc.detail))
             return
         peer = Peer(src6, src, port)
+        facts = self._facts_of(msg, peer)
+        if facts is not None:
+            self._on_pba(facts, peer, now)
+
+    def _facts_of(self, msg: object, peer: Peer) -> PbaFacts | None:
+        """The facts of a decoded message; None, dropped, for anything but a PBA."""
         if type(msg) is not BindingAck:
             self._events.append(MessageDropped(peer, "unexpected-message", type(msg).__name__))
-            return
-        self._on_pba(_facts(msg), peer, now)
+            return None
+        return _facts(msg)
 
     def handle_timer(self, now: float) -> None:
         timers = self._timers
