@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Coroutine
+from typing import Any
 
 from pmip_agent.net.hot_selector import HotSelector
 
@@ -14,6 +16,18 @@ def _pair() -> tuple[socket.socket, socket.socket]:
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     a.setblocking(False)
     return a, b
+
+
+def _run(
+    loop: asyncio.AbstractEventLoop, scenario: Coroutine[Any, Any, None], *socks: socket.socket
+) -> None:
+    """Run ``scenario`` on ``loop``, then close the loop and ``socks`` whatever happened."""
+    try:
+        loop.run_until_complete(scenario)
+    finally:
+        loop.close()
+        for sock in socks:
+            sock.close()
 
 
 def test_watched_and_loop_readers_both_run() -> None:
@@ -44,12 +58,7 @@ def test_watched_and_loop_readers_both_run() -> None:
         await asyncio.sleep(0.05)
         loop.remove_reader(plain_rx.fileno())
 
-    try:
-        loop.run_until_complete(scenario())
-    finally:
-        loop.close()
-        for s in (hot_rx, hot_tx, plain_rx, plain_tx):
-            s.close()
+    _run(loop, scenario(), hot_rx, hot_tx, plain_rx, plain_tx)
     assert sorted(got) == ["hot:1", "plain:2", "scheduled by the handler"]
     assert got.index("hot:1") < got.index("scheduled by the handler")
 
@@ -86,10 +95,5 @@ def test_a_handler_may_unwatch_another_ready_socket() -> None:
         b_tx.send(b"2")
         await asyncio.sleep(0.05)
 
-    try:
-        loop.run_until_complete(scenario())
-    finally:
-        loop.close()
-        for s in (a_rx, a_tx, b_rx, b_tx):
-            s.close()
+    _run(loop, scenario(), a_rx, a_tx, b_rx, b_tx)
     assert got in (["a:1"], ["b:2"])  # whichever ran first took the other one away
