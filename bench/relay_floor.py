@@ -27,6 +27,14 @@ leaves only once a PBA with an accepting status has come back for that PBU's seq
 number. What is then left between this and bench/dhcp_attach.py's flow 3 is the MAG
 daemon's own work per message.
 
+``--bpf`` puts the relay in the kernel (with ``--no-hold`` or ``--lma``): tc programs on
+MAG1's acc1 and k0 (``relay_floor_bpf.c``, compiled with clang at start and loaded through
+libbpf) do the relay's edits and send each message on, so no process wakes up for it.
+With ``--lma``, each OFFER also goes up, unchanged, to a process that sends the PBU; once
+the PBA is in, it puts the address in a map that lets Kea's ACK through in the kernel,
+and an ACK that came first waits in that process for the PBA. What is then left is what
+the MN, Kea and the LMA take. It needs clang and libbpf-dev.
+
 ``--breakdown B`` (20) adds B attaches per flow with packet capture on MAG1's acc1 and
 k0 and on Kea's d0, split into dhcp_attach's segments (but the PBU and PBA ones: the
 echo's datagrams are plain UDP), so the two benches compare step by step.
@@ -36,11 +44,14 @@ Writes build/bench/relay_floor.json (``--quick``: relay_floor.quick.json). Needs
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import select
 import shutil
 import socket
+import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Callable
@@ -55,6 +66,9 @@ for extra in (ROOT, ROOT / "tests", HERE):
         sys.path.insert(0, str(extra))
 
 NAME = "relay_floor"
+BPF_SOURCE = HERE / "relay_floor_bpf.c"
+BPF_HEADERS = Path("/usr/include/bpf/bpf_helpers.h")
+TC_INGRESS = "ffff:fff2"
 ECHO_PORT = 5555
 IPPROTO_MH = 135
 IPV6_CHECKSUM = 7  # <netinet/in.h>; Python's socket module does not name it
@@ -89,13 +103,8 @@ def _options_walk(data: bytes) -> tuple[int, int]:
     return i, at82
 
 
-def relay(relay_ip: str, kea_ip: str, lmaa: str, coa: str, info_hex: str, hold: str) -> None:
-    """``hold``: "hold" (the echo), "no-hold", or "lma" (real PBUs and PBAs)."""
-    info = bytes.fromhex(info_hex)
-    tail = bytes((82, len(info))) + info + b"\xff"
-    giaddr = socket.inet_aton(relay_ip)
-    holding = hold != "no-hold"
-    real = hold == "lma"
+def _relay_sockets(relay_ip: str) -> tuple[socket.socket, socket.socket]:
+    """Port 67 on acc1 (to and from the MN) and on the relay's address (Kea's side)."""
     access = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     access.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     access.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
@@ -104,11 +113,35 @@ def relay(relay_ip: str, kea_ip: str, lmaa: str, coa: str, info_hex: str, hold: 
     servers = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     servers.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     servers.bind((relay_ip, 67))
+    return access, servers
+
+
+def _mh_socket(lmaa: str, coa: str) -> socket.socket:
+    """The MAG's raw Mobility Header socket, connected to the LMA."""
+    lma = socket.socket(socket.AF_INET6, socket.SOCK_RAW, IPPROTO_MH)
+    lma.setsockopt(socket.IPPROTO_IPV6, IPV6_CHECKSUM, 4)  # the kernel sums the MH
+    lma.bind((coa, 0))
+    lma.connect((lmaa, 0))
+    return lma
+
+
+def _accepted_sequence(pba: bytes) -> int | None:
+    """The sequence number of a PBA (MH type 6) that accepts (status < 128), else None."""
+    if len(pba) < 10 or pba[2] != 6 or pba[6] >= 128:
+        return None
+    return int.from_bytes(pba[8:10], "big")
+
+
+def relay(relay_ip: str, kea_ip: str, lmaa: str, coa: str, info_hex: str, hold: str) -> None:
+    """``hold``: "hold" (the echo), "no-hold", or "lma" (real PBUs and PBAs)."""
+    info = bytes.fromhex(info_hex)
+    tail = bytes((82, len(info))) + info + b"\xff"
+    giaddr = socket.inet_aton(relay_ip)
+    holding = hold != "no-hold"
+    real = hold == "lma"
+    access, servers = _relay_sockets(relay_ip)
     if real:
-        lma = socket.socket(socket.AF_INET6, socket.SOCK_RAW, IPPROTO_MH)
-        lma.setsockopt(socket.IPPROTO_IPV6, IPV6_CHECKSUM, 4)  # the kernel sums the MH
-        lma.bind((coa, 0))
-        lma.connect((lmaa, 0))
+        lma = _mh_socket(lmaa, coa)
         pbu_for = _pbu_builder()
     else:
         lma = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
@@ -153,11 +186,9 @@ def relay(relay_ip: str, kea_ip: str, lmaa: str, coa: str, info_hex: str, hold: 
                     answered.discard(xid)
                     access.sendto(data, to_mn)
             else:
-                if real:  # a PBA: MH type 6, status at 6 (< 128 accepts), sequence at 8
-                    pba = lma.recv(4096)
-                    if len(pba) < 10 or pba[2] != 6 or pba[6] >= 128:
-                        continue
-                    found = xids.pop(int.from_bytes(pba[8:10], "big"), None)
+                if real:
+                    seq = _accepted_sequence(lma.recv(4096))
+                    found = xids.pop(seq, None) if seq is not None else None
                     if found is None:
                         continue
                     xid = found
@@ -166,6 +197,148 @@ def relay(relay_ip: str, kea_ip: str, lmaa: str, coa: str, info_hex: str, hold: 
                 ack = held.pop(xid, None)
                 if ack is None:
                     answered.add(xid)
+                else:
+                    access.sendto(ack, to_mn)
+
+
+class _Libbpf:
+    """The libbpf calls the kernel relay needs, through ctypes: libbpf1 comes with
+    iproute2, and the object is compiled at start, so there is no skeleton to link."""
+
+    def __init__(self) -> None:
+        lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+        ptr = ctypes.c_void_p
+        lib.bpf_object__open_file.restype = ptr
+        lib.bpf_object__open_file.argtypes = [ctypes.c_char_p, ptr]
+        lib.bpf_object__load.argtypes = [ptr]
+        for find in ("bpf_object__find_program_by_name", "bpf_object__find_map_by_name"):
+            getattr(lib, find).restype = ptr
+            getattr(lib, find).argtypes = [ptr, ctypes.c_char_p]
+        lib.bpf_program__fd.argtypes = [ptr]
+        lib.bpf_map__fd.argtypes = [ptr]
+        lib.bpf_map_update_elem.argtypes = [ctypes.c_int, ptr, ptr, ctypes.c_uint64]
+        self.lib = lib
+        self.obj: int | None = None
+
+    def load(self, path: Path) -> None:
+        obj = self.lib.bpf_object__open_file(str(path).encode(), None)
+        if not obj or self.lib.bpf_object__load(obj) != 0:
+            raise SystemExit(f"libbpf could not load {path} (errno {ctypes.get_errno()})")
+        self.obj = obj
+
+    def program_fd(self, name: str) -> int:
+        program = self.lib.bpf_object__find_program_by_name(self.obj, name.encode())
+        return int(self.lib.bpf_program__fd(program))
+
+    def map_fd(self, name: str) -> int:
+        found = self.lib.bpf_object__find_map_by_name(self.obj, name.encode())
+        return int(self.lib.bpf_map__fd(found))
+
+    def update(self, map_fd: int, key: int, value: int) -> None:
+        k, v = ctypes.c_uint64(key), ctypes.c_uint32(value)
+        if self.lib.bpf_map_update_elem(map_fd, ctypes.byref(k), ctypes.byref(v), 0) != 0:
+            raise OSError(ctypes.get_errno(), "bpf_map_update_elem")
+
+
+def _octets(data: bytes) -> str:
+    return ",".join(str(b) for b in data)
+
+
+def _mac_of(ifname: str) -> bytes:
+    return bytes.fromhex(
+        Path(f"/sys/class/net/{ifname}/address").read_text().strip().replace(":", "")
+    )
+
+
+def _as_u32(address: str) -> str:
+    """An IPv4 address as the u32 it is in memory (network order, read little-endian)."""
+    return hex(int.from_bytes(socket.inet_aton(address), "little"))
+
+
+def kernel_relay(
+    relay_ip: str,
+    kea_ip: str,
+    kea_mac: str,
+    lmaa: str,
+    coa: str,
+    info_hex: str,
+    hold: str,
+    ready: str,
+) -> None:
+    """``hold``: "no-hold" or "lma". Compiles and attaches relay_floor_bpf.c, touches
+    ``ready``, then (``lma``) sends the PBUs and lets the ACKs through once granted."""
+    from pyroute2 import IPRoute
+
+    info = bytes.fromhex(info_hex)
+    k0, acc = socket.if_nametoindex("k0"), socket.if_nametoindex("acc1")
+    obj = Path(ready).with_suffix(".o")
+    subprocess.run(
+        [
+            "clang", "-O2", "-g", "-target", "bpf",
+            f"-I/usr/include/{sysconfig.get_config_var('MULTIARCH')}",
+            f"-DRELAY_IP={_as_u32(relay_ip)}", f"-DKEA_IP={_as_u32(kea_ip)}",
+            f"-DK0_IF={k0}", f"-DACC_IF={acc}", f"-DHOLD={int(hold == 'lma')}",
+            f"-DINFO_LEN={len(info)}", f"-DINFO={_octets(info)}",
+            f"-DACC_MAC={_octets(_mac_of('acc1'))}", f"-DK0_MAC={_octets(_mac_of('k0'))}",
+            f"-DKEA_MAC={_octets(bytes.fromhex(kea_mac.replace(':', '')))}",
+            "-c", str(BPF_SOURCE), "-o", str(obj),
+        ],
+        check=True,
+    )  # fmt: skip
+    bpf = _Libbpf()
+    bpf.load(obj)
+    with IPRoute() as ipr:
+        for index, program in ((acc, "acc_in"), (k0, "k0_in")):
+            ipr.tc("add", "clsact", index)
+            fd = bpf.program_fd(program)
+            ipr.tc(
+                "add-filter", "bpf", index, ":1", fd=fd, name=program, parent=TC_INGRESS,
+                classid=1, direct_action=True,
+            )  # fmt: skip
+    access, servers = _relay_sockets(relay_ip)
+    Path(ready).touch()
+    if hold != "lma":
+        while True:
+            time.sleep(3600)
+    grants = bpf.map_fd("grants")
+    lma = _mh_socket(lmaa, coa)
+    pbu_for = _pbu_builder()
+    held: dict[bytes, bytes] = {}  # xid -> an ACK that came before its PBA
+    granted: set[bytes] = set()  # xids whose PBA came first (their ACKs, mostly, the
+    # kernel passes on: those stay here, a few hundred per run)
+    xids: dict[int, tuple[bytes, bytes, bytes]] = {}  # PBU sequence number -> xid, MAC, address
+    sequence = 0
+    to_mn = ("255.255.255.255", 68)
+    while True:
+        ready_socks, _, _ = select.select([servers, lma], [], [])
+        for sock in ready_socks:
+            if sock is servers:  # an OFFER's copy (the kernel passed it on), or an ACK
+                data = servers.recv(4096)
+                kind = data[242] if data[240] == 53 else 0
+                xid = data[4:8]
+                if kind == 2:
+                    sequence = (sequence + 1) & 0xFFFF
+                    xids[sequence] = (xid, data[28:34], data[16:20])
+                    lma.send(pbu_for(sequence, data[28:34], data[16:20]))
+                    continue
+                _, at = _options_walk(data)
+                if at >= 0:
+                    data = data[:at] + data[at + 2 + data[at + 1] :]
+                if kind == 5 and xid not in granted:
+                    held[xid] = data
+                else:
+                    granted.discard(xid)
+                    access.sendto(data, to_mn)
+            else:
+                seq = _accepted_sequence(lma.recv(4096))
+                found = xids.pop(seq, None) if seq is not None else None
+                if found is None:
+                    continue
+                xid, mac, address = found
+                bpf.update(grants, int.from_bytes(mac, "little"), int.from_bytes(address, "little"))
+                ack = held.pop(xid, None)
+                if ack is None:
+                    granted.add(xid)
                 else:
                     access.sendto(ack, to_mn)
 
@@ -234,7 +407,7 @@ def run(args: Any) -> dict[str, Any]:
     import dhcp_attach as da
     import dhcp_lab
     from frame_capture import Sniffer
-    from netns import Lab, require_root_netns
+    from netns import Lab, require_root_netns, wait_for
 
     by_flow_segments = {"floor-relay": _RELAYED, "direct-kea": da.SEGMENTS["direct-kea"]}
 
@@ -263,21 +436,20 @@ def run(args: Any) -> dict[str, Any]:
             env.lma.start()
         else:
             lab.spawn(env.ns_lma, [*me, "echo", dhcp_lab.LMAA], tmp / "echo.log")
-        lab.spawn(
-            env.ns_mag["mag1"],
-            [
-                *me,
-                "relay",
-                dhcp_lab.RELAY["mag1"],
-                dhcp_lab.KEA["mag1"],
-                dhcp_lab.LMAA,
-                dhcp_lab.MAG_COA["mag1"],
-                info.hex(),
-                hold,
-            ],
-            tmp / "relay.log",
-        )
-        time.sleep(1.0)  # the two stand-ins bind their sockets
+        addresses = [dhcp_lab.RELAY["mag1"], dhcp_lab.KEA["mag1"]]
+        lmaa_coa = [dhcp_lab.LMAA, dhcp_lab.MAG_COA["mag1"], info.hex(), hold]
+        if args.bpf:
+            kea_mac = lab.run(env.ns_kea, "cat /sys/class/net/k0/address").stdout.strip()
+            ready = tmp / "relay.ready"
+            argv = [*me, "kernel-relay", *addresses, kea_mac, *lmaa_coa, str(ready)]
+            proc = lab.spawn(env.ns_mag["mag1"], argv, tmp / "relay.log")
+            wait_for(lambda: ready.exists() or proc.poll() is not None, 30, what="the relay")
+            if not ready.exists():
+                log = (tmp / "relay.log").read_text(errors="replace")
+                raise SystemExit(f"the kernel relay failed:\n{log}")
+        else:
+            lab.spawn(env.ns_mag["mag1"], [*me, "relay", *addresses, *lmaa_coa], tmp / "relay.log")
+        time.sleep(1.0)  # the stand-ins bind their sockets
         by_flow = {"floor-relay": da.MnClient(ns_mn), "direct-kea": da.MnClient(ns_direct)}
         clients += by_flow.values()
         samples: dict[str, list[Any]] = {flow: [] for flow in by_flow}
@@ -329,6 +501,7 @@ def run(args: Any) -> dict[str, Any]:
             "n": n,
             "hold_for_echo": not args.no_hold and not args.lma,
             "real_lma": args.lma,
+            "relay_in_kernel": args.bpf,
             "pause_s": args.pause,
             "results": {flow: da.summary(got) for flow, got in samples.items()},
             "breakdown_attaches": args.breakdown,
@@ -376,9 +549,19 @@ def main() -> int:
         default=20,
         help="more attaches per flow with packet capture, split into segments (20; 0: none)",
     )
+    parser.add_argument(
+        "--bpf",
+        action="store_true",
+        help="the relay in the kernel: tc programs on acc1 and k0 (with --no-hold or --lma; "
+        "needs clang and libbpf-dev)",
+    )
     args = parser.parse_args()
     if args.lma and args.no_hold:
         parser.error("--lma holds the ACK for the PBA: it does not go with --no-hold")
+    if args.bpf and not (args.lma or args.no_hold):
+        parser.error("--bpf goes with --no-hold or --lma (the echo's hold is not in it)")
+    if args.bpf and (shutil.which("clang") is None or not BPF_HEADERS.exists()):
+        parser.error("--bpf needs clang and libbpf-dev: apt-get install clang libbpf-dev")
     info = machine_info()
     data = run(args)
     data["machine"] = finish_machine_info(info)
@@ -417,6 +600,8 @@ def main() -> int:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "relay":
         relay(*sys.argv[2:8])
+    elif len(sys.argv) > 1 and sys.argv[1] == "kernel-relay":
+        kernel_relay(*sys.argv[2:10])
     elif len(sys.argv) > 1 and sys.argv[1] == "echo":
         echo(sys.argv[2])
     else:
