@@ -437,18 +437,18 @@ def run(args: Any) -> dict[str, Any]:
         else:
             lab.spawn(env.ns_lma, [*me, "echo", dhcp_lab.LMAA], tmp / "echo.log")
         addresses = [dhcp_lab.RELAY["mag1"], dhcp_lab.KEA["mag1"]]
-        lmaa_coa = [dhcp_lab.LMAA, dhcp_lab.MAG_COA["mag1"], info.hex(), hold]
+        then = [dhcp_lab.LMAA, dhcp_lab.MAG_COA["mag1"], info.hex(), hold]
         if args.bpf:
             kea_mac = lab.run(env.ns_kea, "cat /sys/class/net/k0/address").stdout.strip()
             ready = tmp / "relay.ready"
-            argv = [*me, "kernel-relay", *addresses, kea_mac, *lmaa_coa, str(ready)]
+            argv = [*me, "kernel-relay", *addresses, kea_mac, *then, str(ready)]
             proc = lab.spawn(env.ns_mag["mag1"], argv, tmp / "relay.log")
             wait_for(lambda: ready.exists() or proc.poll() is not None, 30, what="the relay")
             if not ready.exists():
                 log = (tmp / "relay.log").read_text(errors="replace")
                 raise SystemExit(f"the kernel relay failed:\n{log}")
         else:
-            lab.spawn(env.ns_mag["mag1"], [*me, "relay", *addresses, *lmaa_coa], tmp / "relay.log")
+            lab.spawn(env.ns_mag["mag1"], [*me, "relay", *addresses, *then], tmp / "relay.log")
         time.sleep(1.0)  # the stand-ins bind their sockets
         by_flow = {"floor-relay": da.MnClient(ns_mn), "direct-kea": da.MnClient(ns_direct)}
         clients += by_flow.values()
