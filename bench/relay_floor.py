@@ -57,7 +57,7 @@ import time
 from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -72,6 +72,8 @@ TC_INGRESS = "ffff:fff2"
 ECHO_PORT = 5555
 IPPROTO_MH = 135
 IPV6_CHECKSUM = 7  # <netinet/in.h>; Python's socket module does not name it
+TO_MN = ("255.255.255.255", 68)
+T = TypeVar("T")
 
 # dhcp_attach's flow-3 and direct segments, but the PBU and PBA: the echo's datagrams are
 # plain UDP. (iface, outgoing, kind) pairs, as there.
@@ -125,11 +127,43 @@ def _mh_socket(lmaa: str, coa: str) -> socket.socket:
     return lma
 
 
-def _accepted_sequence(pba: bytes) -> int | None:
-    """The sequence number of a PBA (MH type 6) that accepts (status < 128), else None."""
+def _answered_pbu(pba: bytes, sent: dict[int, T]) -> T | None:
+    """What ``sent`` holds for the PBU that ``pba`` accepts (MH type 6, status < 128,
+    sequence number at 8), taken out of it; None for anything else."""
     if len(pba) < 10 or pba[2] != 6 or pba[6] >= 128:
         return None
-    return int.from_bytes(pba[8:10], "big")
+    return sent.pop(int.from_bytes(pba[8:10], "big"), None)
+
+
+def _without_option_82(data: bytes) -> bytes:
+    _, at = _options_walk(data)
+    return data[:at] + data[at + 2 + data[at + 1] :] if at >= 0 else data
+
+
+class _AckHold:
+    """Kea's ACKs held for their PBAs, by xid: whichever of the two comes second sends
+    the ACK on to the MN."""
+
+    def __init__(self, access: socket.socket) -> None:
+        self.access = access
+        self.held: dict[bytes, bytes] = {}  # xid -> an ACK that came before its PBA
+        self.answered: set[bytes] = set()  # xids whose PBA came first
+
+    def reply(self, xid: bytes, data: bytes, kind: int, holding: bool = True) -> None:
+        """A server's reply (not an OFFER), option 82 cut: an ACK whose PBA has not come
+        waits for it; the rest goes on."""
+        if kind == 5 and holding and xid not in self.answered:
+            self.held[xid] = data
+        else:
+            self.answered.discard(xid)
+            self.access.sendto(data, TO_MN)
+
+    def pba(self, xid: bytes) -> None:
+        ack = self.held.pop(xid, None)
+        if ack is None:
+            self.answered.add(xid)
+        else:
+            self.access.sendto(ack, TO_MN)
 
 
 def relay(relay_ip: str, kea_ip: str, lmaa: str, coa: str, info_hex: str, hold: str) -> None:
@@ -147,12 +181,10 @@ def relay(relay_ip: str, kea_ip: str, lmaa: str, coa: str, info_hex: str, hold: 
         lma = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         lma.bind((coa, 0))
         lma.connect((lmaa, ECHO_PORT))
-    held: dict[bytes, bytes] = {}
-    answered: set[bytes] = set()
+    hold_acks = _AckHold(access)
     macs: dict[bytes, bytes] = {}  # xid -> the MN's MAC (--lma: it names the MN)
     xids: dict[int, bytes] = {}  # PBU sequence number -> xid (--lma)
     sequence = 0
-    to_mn = ("255.255.255.255", 68)
     while True:
         ready, _, _ = select.select([access, servers, lma], [], [])
         for sock in ready:
@@ -166,39 +198,28 @@ def relay(relay_ip: str, kea_ip: str, lmaa: str, coa: str, info_hex: str, hold: 
                 if real:
                     macs[data[4:8]] = data[28:34]
             elif sock is servers:
-                data = servers.recv(4096)
-                _, at = _options_walk(data)
-                if at >= 0:
-                    data = data[:at] + data[at + 2 + data[at + 1] :]
+                data = _without_option_82(servers.recv(4096))
                 kind = data[242] if data[240] == 53 else 0
                 xid = data[4:8]
                 if kind == 2:  # OFFER: on to the MN, and the "PBU"
-                    access.sendto(data, to_mn)
+                    access.sendto(data, TO_MN)
                     if real:
                         sequence = (sequence + 1) & 0xFFFF
                         xids[sequence] = xid
                         lma.send(pbu_for(sequence, macs.pop(xid, bytes(6)), data[16:20]))
                     elif holding:
                         lma.send(xid)
-                elif kind == 5 and holding and xid not in answered:
-                    held[xid] = data  # the ACK waits for the "PBA"
                 else:
-                    answered.discard(xid)
-                    access.sendto(data, to_mn)
+                    hold_acks.reply(xid, data, kind, holding)  # an ACK waits for the "PBA"
             else:
                 if real:
-                    seq = _accepted_sequence(lma.recv(4096))
-                    found = xids.pop(seq, None) if seq is not None else None
+                    found = _answered_pbu(lma.recv(4096), xids)
                     if found is None:
                         continue
                     xid = found
                 else:
                     xid = lma.recv(64)
-                ack = held.pop(xid, None)
-                if ack is None:
-                    answered.add(xid)
-                else:
-                    access.sendto(ack, to_mn)
+                hold_acks.pba(xid)
 
 
 class _Libbpf:
@@ -303,12 +324,11 @@ def kernel_relay(
     grants = bpf.map_fd("grants")
     lma = _mh_socket(lmaa, coa)
     pbu_for = _pbu_builder()
-    held: dict[bytes, bytes] = {}  # xid -> an ACK that came before its PBA
-    granted: set[bytes] = set()  # xids whose PBA came first (their ACKs, mostly, the
-    # kernel passes on: those stay here, a few hundred per run)
+    # The ACKs the kernel passes on never come up: their xids stay in hold_acks.answered,
+    # a few hundred per run.
+    hold_acks = _AckHold(access)
     xids: dict[int, tuple[bytes, bytes, bytes]] = {}  # PBU sequence number -> xid, MAC, address
     sequence = 0
-    to_mn = ("255.255.255.255", 68)
     while True:
         ready_socks, _, _ = select.select([servers, lma], [], [])
         for sock in ready_socks:
@@ -321,26 +341,14 @@ def kernel_relay(
                     xids[sequence] = (xid, data[28:34], data[16:20])
                     lma.send(pbu_for(sequence, data[28:34], data[16:20]))
                     continue
-                _, at = _options_walk(data)
-                if at >= 0:
-                    data = data[:at] + data[at + 2 + data[at + 1] :]
-                if kind == 5 and xid not in granted:
-                    held[xid] = data
-                else:
-                    granted.discard(xid)
-                    access.sendto(data, to_mn)
+                hold_acks.reply(xid, _without_option_82(data), kind)
             else:
-                seq = _accepted_sequence(lma.recv(4096))
-                found = xids.pop(seq, None) if seq is not None else None
+                found = _answered_pbu(lma.recv(4096), xids)
                 if found is None:
                     continue
                 xid, mac, address = found
                 bpf.update(grants, int.from_bytes(mac, "little"), int.from_bytes(address, "little"))
-                ack = held.pop(xid, None)
-                if ack is None:
-                    granted.add(xid)
-                else:
-                    access.sendto(ack, to_mn)
+                hold_acks.pba(xid)
 
 
 def _pbu_builder() -> Callable[[int, bytes, bytes], bytes]:
