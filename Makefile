@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # without PGO/LTO; here a pyenv build ran the same pure-Python loop 1.7x slower.
 PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 APT_PACKAGES := tshark iproute2 ethtool nftables busybox iperf3 python3-venv kea-dhcp4-server \
-	isc-dhcp-client dhcpcd5 iputils-ping \
+	isc-dhcp-client dhcpcd5 iputils-ping clang libbpf-dev \
 	strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-extra-plugins \
 	systemd
 

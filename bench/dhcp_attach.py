@@ -530,6 +530,7 @@ def run(args: Any) -> dict[str, Any]:
         env = BenchLab(lab, tmp)
         env.log_level = args.log_level
         env.kea_socket_type = args.kea_socket
+        env.kernel_relay = args.kernel_relay
         env.build(kea_pools={str(KEA_RELAY_NET): KEA_RELAY_POOL})
         ns_mn, ns_direct = env.add_mn_links()
         env.start()
@@ -580,7 +581,11 @@ def run(args: Any) -> dict[str, Any]:
             },
         }
         kea_log = (tmp / "kea.log").read_text(errors="replace")
+        kernel = env.mags["mag1"].ctl_json("status").get("dhcp_kernel_relay")
+        if args.kernel_relay and not (kernel and kernel["active"]):
+            raise SystemExit(f"--kernel-relay: MAG1's kernel relay is off; see {tmp}/mag1.log")
         return {
+            "kernel_relay": kernel,
             "n": n,
             "warmup": warmup,
             "breakdown_attaches": breakdown,
@@ -674,6 +679,8 @@ def report(data: dict[str, Any]) -> None:
             f" -> {'within' if v['within_goal'] else 'NOT within'} the {GOAL_RATIO:g}x goal"
         )
     print(f"LMA bindings of bench MNs at the end: {data['lma_bindings_at_end']}")
+    if data.get("kernel_relay"):
+        print(f"MAG1's kernel relay at the end: {data['kernel_relay']}")
     machine = data.get("machine", {})
     if "loadavg_at_start" in machine:
         print(
@@ -721,6 +728,11 @@ def main() -> int:
         type=int,
         default=20,
         help="extra attaches per flow with packet capture, for the per-segment table (20)",
+    )
+    parser.add_argument(
+        "--kernel-relay",
+        action="store_true",
+        help="the MAGs relay flow 3's common messages in the kernel (mag.dhcp.kernel_relay)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, configs)")
     args = parser.parse_args()

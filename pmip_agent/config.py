@@ -768,6 +768,18 @@ class DhcpConfig(_Model):
         "that the DHCP servers answer to; it must be reachable from them. Defaults to "
         "mag.ipv4_proxy_coa.",
     )
+    kernel_relay: bool = Field(
+        False,
+        description="Relay the common messages in the kernel (relay mode, one server): tc "
+        "programs on the access links and on the link toward the server pass a known MN's "
+        "DISCOVER and SELECTING REQUEST to the server, and the server's OFFER and an ACK of "
+        "the address the LMA granted back to the MN, with the same giaddr, hops and option "
+        "82, so that no process wakes up for them; the daemon gets a copy of each DISCOVER "
+        "and OFFER to attach the MN and send the PBU. Everything else takes the daemon's "
+        "relay. Needs clang and the libbpf headers (Debian: clang libbpf-dev) to build the "
+        "programs at start; if they cannot be built or loaded the daemon logs why and "
+        "relays in user space.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -776,6 +788,12 @@ class DhcpConfig(_Model):
             bad.add("servers", "relay mode needs at least one DHCP server")
         if self.mode != "relay" and self.servers:
             bad.add("servers", f"only used in relay mode (mode is {self.mode})")
+        if self.kernel_relay and (self.mode != "relay" or len(self.servers) != 1):
+            bad.add(
+                "kernel_relay",
+                "needs relay mode and exactly one server (the kernel's copy of a request "
+                "goes to one)",
+            )
         bad.raise_any()
         return self
 

@@ -29,7 +29,8 @@ from .core.mag import MagEngine
 from .dataplane import LmaDataPlane, MagDataPlane
 from .dhcp import codec as dhcp
 from .dhcp.agent import DhcpAgent, DhcpSend
-from .dhcp.sockets import DhcpInterfaceSocket, DhcpRelaySocket
+from .dhcp.kernel_relay import KernelRelay, KernelRelayError, mac_of, upstream_of
+from .dhcp.sockets import DhcpInterfaceSocket, DhcpRelaySocket, rcvmark_works
 from .metrics import Metrics, State
 from .net.access_link import LinkMonitor, RouterSolicitationListener
 from .net.hot_selector import HotSelector
@@ -696,10 +697,13 @@ class MagService(Service):
         self.dhcp_sockets: dict[str, tuple[int, DhcpInterfaceSocket]] = {}
         self.dhcp_relay: DhcpRelaySocket | None = None
         self.dhcp_agent: DhcpAgent | None = None
+        self.kernel: KernelRelay | None = None
+        # The kernel relay's entries per (access ifindex, MN's MAC or None for the link's
+        # own MN): its option 82; and per MN the MAC its DHCP last came from.
+        self._kernel_links: dict[tuple[int, bytes | None], tuple[bytes, bytes]] = {}
+        self._dhcp_macs: dict[bytes, bytes] = {}
+        self.kernel_copies = 0  # the kernel's copies read
         if cfg.mag.dhcp.mode != "off":
-            for name in access:
-                with contextlib.suppress(OSError):  # not there yet: opened when it comes up
-                    self._open_access(name)
             self.dhcp_agent = DhcpAgent(
                 self.engine,
                 node_name=cfg.node_name,
@@ -711,9 +715,116 @@ class MagService(Service):
             )
             # Not in self.observers: the MAG's flush hands it events first (replies first).
             if cfg.mag.dhcp.mode == "relay" and cfg.mag.relay_address is not None:
-                self.dhcp_relay = DhcpRelaySocket(cfg.mag.relay_address, self._on_dhcp_server)
+                if cfg.mag.dhcp.kernel_relay:
+                    self.kernel = self._start_kernel_relay()
+                self.dhcp_relay = DhcpRelaySocket(
+                    cfg.mag.relay_address, self._on_dhcp_server, marks=self.kernel is not None
+                )
                 self._watch(self.dhcp_relay, self.dhcp_relay.on_readable)
+            for name in access:
+                with contextlib.suppress(OSError):  # not there yet: opened when it comes up
+                    self._open_access(name)
         self._saved = saved
+
+    # --- the kernel relay (mag.dhcp.kernel_relay, dhcp/kernel_relay.py) ---------------
+
+    def _start_kernel_relay(self) -> KernelRelay | None:
+        """The programs loaded and attached toward the server, or None (logged): the
+        daemon's own relay then does all of it, as without the setting."""
+        cfg = self.config
+        relay, server = cfg.mag.relay_address, cfg.mag.dhcp.servers[0]
+        assert relay is not None
+        kernel = None
+        try:
+            if not rcvmark_works():
+                raise KernelRelayError("the kernel cannot report marks (SO_RCVMARK: Linux 5.19)")
+            kernel = KernelRelay(Path(cfg.state_dir))
+            upstream = upstream_of(server)
+            kernel.configure(relay.packed, server.packed, socket.if_nametoindex(upstream))
+            kernel.attach(upstream, upstream=True)
+        except (KernelRelayError, OSError) as exc:
+            if kernel is not None:
+                kernel.close()
+            self.log.error("DHCP kernel relay off, relaying in user space: %s", exc)
+            return None
+        self.log.info("DHCP kernel relay on: replies from %s come in on %s", server, upstream)
+        return kernel
+
+    def _kernel_link(self, ifname: str) -> None:
+        """The access program on ``ifname`` (again, when it was re-created), and its MNs."""
+        assert self.kernel is not None
+        try:
+            self.kernel.attach(ifname)
+        except OSError as exc:
+            self.log.warning("DHCP kernel relay: not on %s, relayed in user space: %s", ifname, exc)
+            self.kernel.attached.pop(ifname, None)
+        self._kernel_sync()
+
+    def _kernel_sync(self) -> None:
+        """The kernel's per-MN entries as the profiles, links and refusals now are: only
+        the MNs `DhcpAgent.forward` would relay (the rest take the daemon's path)."""
+        kernel, agent = self.kernel, self.dhcp_agent
+        if kernel is None or agent is None:
+            return
+        want: dict[tuple[int, bytes | None], tuple[bytes, bytes, str]] = {}
+        for ifname, (index, program) in kernel.attached.items():
+            if program != "access_in":
+                continue
+            own = self.iface_mn.get(ifname)
+            if own is not None:
+                if agent.relays(own):
+                    want[(index, None)] = (agent.relay_info(ifname, own), own, ifname)
+                continue
+            for mac, mn_id in self.by_mac.items():
+                if len(mac) == 6 and agent.relays(mn_id):
+                    want[(index, mac)] = (agent.relay_info(ifname, mn_id), mn_id, ifname)
+        for key in [k for k in self._kernel_links if k not in want]:
+            kernel.unserve(*key)
+            del self._kernel_links[key]
+        for key, (info, mn_id, ifname) in want.items():
+            if self._kernel_links.get(key) == (info, mn_id):
+                continue
+            try:
+                kernel.serve(key[0], key[1], mac_of(ifname), info)
+            except (OSError, ValueError) as exc:
+                self.drops.warning(
+                    "kernel-relay-map", time.time(), "DHCP kernel relay: %s on %s: %s",
+                    key[1].hex(":") if key[1] else "its MN", ifname, exc,
+                )  # fmt: skip
+                continue
+            self._kernel_links[key] = (info, mn_id)
+
+    def _kernel_observe(self, event: ev.Event) -> None:
+        """Grants into the kernel as the PBAs come: the server's ACK of a granted address
+        then passes there; refused, released or lost, it goes to the daemon again."""
+        kernel = self.kernel
+        assert kernel is not None
+        kind = type(event)
+        if kind is ev.Ipv4Granted:
+            e: ev.Ipv4Granted = event  # type: ignore[assignment]
+            for mac in self._macs(e.mn_id):
+                kernel.grant(mac, e.hoa.packed)
+            if self.dhcp_agent is not None and self.dhcp_agent.relays(e.mn_id):
+                self._kernel_sync_for(e.mn_id)
+        elif kind is ev.Ipv4Denied or kind is ev.BindingLost or kind is ev.Deregistered:
+            mn_id: bytes = event.mn_id  # type: ignore[attr-defined]
+            for mac in self._macs(mn_id):
+                kernel.revoke(mac)
+            if kind is ev.Ipv4Denied:
+                self._kernel_sync()  # its requests go to the daemon, which refuses them
+
+    def _kernel_sync_for(self, mn_id: bytes) -> None:
+        """After a grant: back in the kernel if a refusal had taken it out."""
+        if all(served != mn_id for _info, served in self._kernel_links.values()):
+            self._kernel_sync()
+
+    def _macs(self, mn_id: bytes) -> set[bytes]:
+        profile = self.engine.settings.profiles.get(mn_id)
+        macs = {m for m in profile.link_layer_ids if len(m) == 6} if profile is not None else set()
+        last = self._dhcp_macs.get(mn_id)
+        if last is not None:
+            macs.add(last)
+        return macs
 
     async def start_async(self) -> None:
         up = await self.links.start()
@@ -730,6 +841,8 @@ class MagService(Service):
 
     def stop(self) -> None:
         self._catch_up()  # nothing held back is lost on a clean stop
+        if self.kernel is not None:
+            self.kernel.close()  # its filters go; the links' other filters stay
         for sock in (
             self.mh,
             self.udp,
@@ -795,9 +908,11 @@ class MagService(Service):
                 return
             self._unwatch(current[1])
             current[1].close()
-        sock = DhcpInterfaceSocket(ifname, self._on_dhcp)
+        sock = DhcpInterfaceSocket(ifname, self._on_dhcp, marks=self.kernel is not None)
         self._watch(sock, sock.on_readable)
         self.dhcp_sockets[ifname] = (index, sock)
+        if self.kernel is not None:
+            self._kernel_link(ifname)
 
     def _on_link(self, ifname: str, up: bool) -> None:
         if up:
@@ -820,14 +935,19 @@ class MagService(Service):
         self._attach(ifname, mac, "router solicitation")
         self.flush()
 
-    def _on_dhcp(self, ifname: str, data: bytes, addr: tuple[str, int]) -> None:
+    def _on_dhcp(self, ifname: str, data: bytes, addr: tuple[str, int], copy: bool) -> None:
         agent = self.dhcp_agent
         attached_early, attached = False, None
         seen = dhcp.peek(data)
+        if copy:
+            self._kernel_copy(ifname, seen)
+            return
         if seen is not None and seen.op == 1:
             mac = seen.client_mac()
             mn_id = self._known_mn(ifname, mac)
             if mn_id is not None and agent is not None and agent.forward(ifname, mn_id, data, seen):
+                if self.kernel is not None:
+                    self._dhcp_macs[mn_id] = mac
                 self._relay_first(agent, ifname, mac, seen)
                 return
             if mn_id is not None and seen.message_type != dhcp.RELEASE:
@@ -863,6 +983,19 @@ class MagService(Service):
                 agent.from_client(ifname, mn_id, msg, now)
         self.flush()
 
+    def _kernel_copy(self, ifname: str, seen: dhcp.Peek | None) -> None:
+        """The kernel relayed this DISCOVER (its copy is marked): attach the MN."""
+        self.kernel_copies += 1
+        agent = self.dhcp_agent
+        if seen is None or seen.op != 1 or agent is None:
+            return
+        mac = seen.client_mac()
+        mn_id = self._known_mn(ifname, mac)
+        if mn_id is not None and agent.forward(ifname, mn_id, b"", seen, copy=True):
+            self._dhcp_macs[mn_id] = mac
+            self._attach(ifname, mac, f"DHCP {seen.name}")
+            self.flush()
+
     def _relay_first(self, agent: DhcpAgent, ifname: str, mac: bytes, seen: dhcp.Peek) -> None:
         """The relay's path (DhcpAgent.forward took the message): what goes to the servers
         leaves before the MN is attached, and the message is never decoded with dpkt. Each
@@ -872,9 +1005,15 @@ class MagService(Service):
         self._attach(ifname, mac, f"DHCP {seen.name}")
         self.flush()
 
-    def _on_dhcp_server(self, data: bytes, addr: tuple[str, int]) -> None:
+    def _on_dhcp_server(self, data: bytes, addr: tuple[str, int], copy: bool) -> None:
         agent = self.dhcp_agent
         seen = dhcp.peek(data) if agent is not None else None
+        if copy:  # the kernel passed this OFFER on: its address, for the PBU
+            self.kernel_copies += 1
+            if agent is not None and seen is not None:
+                agent.forward_reply(data, seen, time.time(), copy=True)
+                self.flush()
+            return
         if agent is not None and seen is not None and agent.forward_reply(data, seen, time.time()):
             # As _relay_first: never decoded, and the reply leaves before any other work
             # (for an OFFER: the PBU with its address, which flush has reported).
@@ -997,8 +1136,11 @@ class MagService(Service):
             self._commit()
         dhcp_out: list[DhcpSend] = []
         if agent is not None:
+            kernel = self.kernel
             for event in events:
                 agent.observe(event)
+                if kernel is not None:
+                    self._kernel_observe(event)
             dhcp_out = agent.datagrams_to_send()
             self._send_dhcp(out for out in dhcp_out if out.ifname is not None)
         for tx in engine.datagrams_to_send():
@@ -1064,6 +1206,11 @@ class MagService(Service):
         for name in access:
             with contextlib.suppress(OSError):  # not there yet: opened when it comes up
                 self._open_access(name)
+        if self.kernel is not None:
+            for name in [n for n in self.kernel.attached if n not in access]:
+                if self.kernel.attached[name][1] == "access_in":
+                    self.kernel.detach(name)
+            self._kernel_sync()
         # MNs whose profile is gone get no more service.
         for view in list(self.engine.entries()):
             if view.mn_id not in self.engine.settings.profiles:
@@ -1072,6 +1219,19 @@ class MagService(Service):
     def binding_list(self) -> list[dict[str, Any]]:
         now = time.time()
         return [bul_to_json(v, now) for v in self.engine.entries()]
+
+    def status(self) -> dict[str, Any]:
+        status = super().status()
+        if self.config.mag.dhcp.kernel_relay:
+            kernel = self.kernel
+            status["dhcp_kernel_relay"] = {
+                "active": kernel is not None,
+                "links": sorted(kernel.attached) if kernel is not None else [],
+                "entries": len(self._kernel_links),
+                "copies_read": self.kernel_copies,
+                **(kernel.stats() if kernel is not None else {}),
+            }
+        return status
 
     def describe(self, event: ev.Event) -> tuple[int, str]:
         e: Any = event

@@ -48,10 +48,11 @@ class Daemon:
     log: Path
     metrics_port: int
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] | None = None  # the daemon's environment, if not ours
 
     def start(self) -> None:
         self.proc = self.lab.spawn(
-            self.ns, [AGENT, "run", "--config", str(self.config_path)], self.log
+            self.ns, [AGENT, "run", "--config", str(self.config_path)], self.log, self.env
         )
         wait_for(self.socket.exists, 10, what=f"control socket {self.socket}")
         wait_for(lambda: self.ctl("status").returncode == 0, 10, what="pmipctl status")

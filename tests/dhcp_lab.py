@@ -59,6 +59,7 @@ class DhcpLab:
     lab: Lab
     tmp: Path
     log_format: str = "text"  # the daemons' logs: "json" timestamps them to the microsecond
+    kernel_relay: bool = False  # the MAGs' mag.dhcp.kernel_relay
 
     def build(self, kea_pools: dict[str, str] | None = None) -> DhcpLab:
         lab = self.lab
@@ -130,6 +131,7 @@ class DhcpLab:
                     "servers": [KEA[name]],
                     "relay_address": RELAY[name],
                     "lease_s": 600,
+                    "kernel_relay": self.kernel_relay,
                 },
             },
             "mobile_nodes": mns,

@@ -90,10 +90,12 @@ class Lab:
         extra = " nodad" if ":" in cidr else ""
         self.run(ns, f"ip addr add {cidr} dev {ifname}{extra}")
 
-    def spawn(self, ns: str, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, ns: str, argv: list[str], log: Path, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         out = log.open("ab")
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, *argv], stdout=out, stderr=subprocess.STDOUT
+            ["ip", "netns", "exec", ns, *argv], stdout=out, stderr=subprocess.STDOUT, env=env
         )
         self.procs.append(proc)
         return proc

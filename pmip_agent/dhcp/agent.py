@@ -140,12 +140,15 @@ class DhcpAgent:
 
     # --- the relay's own path: from the bytes, before any decoding ---------------------
 
-    def forward(self, ifname: str, mn_id: bytes, data: bytes, seen: codec.Peek) -> bool:
+    def forward(
+        self, ifname: str, mn_id: bytes, data: bytes, seen: codec.Peek, copy: bool = False
+    ) -> bool:
         """All of `from_client` for a dhcp-server mode MN's DISCOVER, INFORM or REQUEST
         (but an INIT-REBOOT one), done from the message's bytes (``seen`` is
         `codec.peek(data)`): relay it to the servers. The daemon sends that, then attaches
         the MN; it need not decode the message. False when the message is not one of
-        those: the daemon decodes it and calls `from_client`, which does it all."""
+        those: the daemon decodes it and calls `from_client`, which does it all.
+        ``copy``: the kernel relayed it already (kernel_relay.py); only note the client."""
         if seen.op != 1 or seen.relay_info_at >= 0:
             return False
         kind = seen.message_type
@@ -164,18 +167,23 @@ class DhcpAgent:
         if relay_address is None or not self.servers:
             return False  # from_client says why
         client = self._client(ifname, mn_id, True)
+        if copy:
+            client.xids.add(seen.xid)
+            self._by_xid[seen.xid] = mn_id
+            return True
         info = self._relay_info(client, profile.dhcp_prefix)
         relayed = codec.relayed_at(data, seen.end_at, relay_address.packed, info)
         self._to_servers(client, seen.xid, relayed)
         return True
 
-    def forward_reply(self, data: bytes, seen: codec.Peek, now: float) -> bool:
+    def forward_reply(self, data: bytes, seen: codec.Peek, now: float, copy: bool = False) -> bool:
         """All of `from_server` for a server's reply that goes on to its MN at once, done
         from the bytes: an OFFER (unless the LMA refused this MN), a NAK, or an ACK of the
         address the LMA granted. An OFFER's address is reported to the engine, for the
         PBU (seed Figure 3, step 3), by the next `report_offered`: the daemon sends the
         OFFER first. False for anything else (an ACK waiting for the PBA, say): the
-        daemon decodes it and calls `from_server`."""
+        daemon decodes it and calls `from_server`. ``copy``: the kernel passed it on
+        already (kernel_relay.py); only the rest is done."""
         if seen.op != 2:
             return False
         info = codec.relay_info_of(data, seen.relay_info_at)
@@ -194,9 +202,10 @@ class DhcpAgent:
         elif (kind != ACK or not granted) and kind != NAK:
             return False
         self._now = now
-        at = seen.relay_info_at
-        out = codec.without_relay_info_at(data, at) if at >= 0 else codec.padded(data)
-        self._out.append(DhcpSend(client.ifname, out, BROADCAST))
+        if not copy:
+            at = seen.relay_info_at
+            out = codec.without_relay_info_at(data, at) if at >= 0 else codec.padded(data)
+            self._out.append(DhcpSend(client.ifname, out, BROADCAST))
         self._note(client.mn_id, kind)
         return True
 
@@ -342,12 +351,28 @@ class DhcpAgent:
         """Option 82 for this MN: built once per MN and link, not per packet."""
         cached = client.relay_info
         if cached is None or cached[0] != prefix:
-            link_selection = prefix.network_address if prefix is not None else IPv4Address(0)
-            info = codec.relay_agent_info(
-                f"{self.node_name}:{client.ifname}".encode(), client.mn_id, link_selection
-            )
-            cached = client.relay_info = (prefix, info)
+            cached = client.relay_info = (prefix, self.relay_info(client.ifname, client.mn_id))
         return cached[1]
+
+    def relay_info(self, ifname: str, mn_id: bytes) -> bytes:
+        """Option 82's content for a dhcp-server mode MN on access link ``ifname``:
+        circuit-id (MAG and link), remote-id (MN-ID), link-selection (its prefix hint)."""
+        profile = self.engine.settings.profiles.get(mn_id)
+        prefix = profile.dhcp_prefix if profile is not None else None
+        link_selection = prefix.network_address if prefix is not None else IPv4Address(0)
+        return codec.relay_agent_info(f"{self.node_name}:{ifname}".encode(), mn_id, link_selection)
+
+    def relays(self, mn_id: bytes) -> bool:
+        """True for an MN whose DHCP this relays (`forward` would take its requests)."""
+        profile = self.engine.settings.profiles.get(mn_id)
+        return (
+            profile is not None
+            and profile.ipv4_mode is Ipv4Mode.DHCP_SERVER
+            and self.engine.lma_for(profile) is not None
+            and self.relay_address is not None
+            and bool(self.servers)
+            and mn_id not in self.denied
+        )
 
     def _to_servers(self, client: _Client, xid: int, data: bytes) -> None:
         client.xids.add(xid)

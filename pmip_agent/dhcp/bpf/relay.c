@@ -1,0 +1,339 @@
+// The MAG's DHCP relay hook (seed Figure 3) for its common messages, as two tc programs,
+// so that no process wakes up to pass them on. Loaded by pmip_agent/dhcp/kernel_relay.py
+// when mag.dhcp.kernel_relay is set; the daemon's own relay handles everything else.
+//
+// access_in (each access link's ingress): a known MN's DISCOVER or SELECTING REQUEST
+//   gets hops + 1, giaddr, the MN's option 82 in place of END, and IPv4/UDP/Ethernet
+//   headers to the DHCP server, and leaves by the route to it. A DISCOVER also goes up
+//   to the daemon, marked (MARK), which attaches the MN without relaying it again.
+// upstream_in (ingress of the link toward the server): the server's OFFER, or an ACK of
+//   the address the LMA granted (the grants map), loses option 82 and goes to the MN as a
+//   broadcast on its access link. An OFFER also goes up marked: the daemon reports its
+//   address to the LMA in a PBU. An ACK not granted yet goes up unmarked, and the daemon
+//   holds it until the PBA.
+// Anything else, or anything unusual, goes up the stack untouched (TC_ACT_OK), where the
+// daemon relays it as it would without these programs.
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#define ETH_LEN 14
+#define UDP_AT (ETH_LEN + 20) // no IP options: anything else goes up the stack
+#define BOOTP_AT (UDP_AT + 8)
+#define OPTIONS_AT (BOOTP_AT + 240)
+#define MIN_LEN (BOOTP_AT + 300) // the BOOTP minimum (RFC 1542 section 3.4)
+#define MAX_OPTIONS 80
+#define MAX_HOPS 16 // RFC 1542 section 4.1.1: more is discarded (by the daemon)
+#define TAIL_MAX 128
+#define MARK 0x5eed // kernel_relay.MARK: the daemon's copies
+#define DISCOVER 1
+#define OFFER 2
+#define REQUEST 3
+#define ACK 5
+#define SELECTING 0x100 // with a server identifier
+
+struct conf {
+    __u32 relay_ip; // giaddr, and where the server's replies come to (network order)
+    __u32 server_ip;
+    __u32 upstream_if; // the route to the server leaves here
+    __u32 pad;
+};
+
+struct link_key {
+    __u64 mac; // the MN's, in the low six octets; 0: any MN on a link of its own
+    __u32 ifindex;
+    __u32 pad;
+};
+
+struct mn_link { // per MN and access link: what its relayed requests carry
+    __u8 access_mac[6]; // the access link's own
+    __u8 tail_len; // option 82 and END
+    __u8 pad;
+    __u8 tail[TAIL_MAX];
+};
+
+struct attached { // per MN, written here when its request goes up to the server
+    __u32 access_if;
+    __u32 own_link; // its mn_link is the link's own (key.mac 0)
+};
+
+enum { STAT_TO_SERVER, STAT_TO_MN, STAT_NO_ROUTE, STAT_ACK_UP, STAT_N };
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct conf);
+} conf SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __type(key, struct link_key);
+    __type(value, struct mn_link);
+} links SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 65536);
+    __type(key, __u64);
+    __type(value, struct attached);
+} attached SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 65536);
+    __type(key, __u64); // the MN's MAC
+    __type(value, __u32); // the address the LMA granted it
+} grants SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, STAT_N);
+    __type(key, __u32);
+    __type(value, __u64);
+} stats SEC(".maps");
+
+static const __u8 zeros[TAIL_MAX] = {};
+
+static __always_inline void count(__u32 which) {
+    __u64 *n = bpf_map_lookup_elem(&stats, &which);
+    if (n)
+        *n += 1;
+}
+
+static __always_inline __u16 ip_checksum(struct iphdr *iph) {
+    iph->check = 0;
+    __u32 sum = bpf_csum_diff(0, 0, (__be32 *)iph, 20, 0);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    return ~sum;
+}
+
+// A BOOTP message with the magic cookie, to UDP port 67, all in linear data.
+static __always_inline int is_bootp(struct __sk_buff *skb, __u8 op) {
+    if (bpf_skb_pull_data(skb, skb->len))
+        return 0;
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    if (data + OPTIONS_AT > end)
+        return 0;
+    struct ethhdr *eth = data;
+    struct iphdr *iph = data + ETH_LEN;
+    struct udphdr *udp = data + UDP_AT;
+    __u8 *bootp = data + BOOTP_AT;
+    return eth->h_proto == bpf_htons(ETH_P_IP) && iph->ihl == 5 &&
+           !(iph->frag_off & bpf_htons(0x3fff)) && iph->protocol == IPPROTO_UDP &&
+           udp->dest == bpf_htons(67) && bootp[0] == op && bootp[1] == 1 && bootp[2] == 6 &&
+           bootp[236] == 99 && bootp[237] == 130 && bootp[238] == 83 && bootp[239] == 99;
+}
+
+// Offsets of END and of option 82 (0: none), and the message type, | SELECTING with a
+// server identifier. -1: no END within the packet or within MAX_OPTIONS options, or an
+// option overload (52), whose options elsewhere these programs do not read.
+static __always_inline int walk(struct __sk_buff *skb, __u32 *end_at, __u32 *info_at,
+                                __u32 *kind) {
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    __u32 off = OPTIONS_AT;
+    *info_at = 0;
+    *kind = 0;
+    for (int k = 0; k < MAX_OPTIONS; k++) {
+        off &= 0x7ff;
+        __u8 *p = data + off;
+        if ((void *)(p + 1) > end)
+            return -1;
+        if (p[0] == 255) {
+            *end_at = off;
+            return 0;
+        }
+        if (p[0] == 0) {
+            off += 1;
+            continue;
+        }
+        if ((void *)(p + 3) > end || p[0] == 52)
+            return -1;
+        if (p[0] == 82)
+            *info_at = off;
+        else if (p[0] == 53 && p[1] == 1)
+            *kind = (*kind & SELECTING) | p[2];
+        else if (p[0] == 54)
+            *kind |= SELECTING;
+        off += 2 + p[1];
+    }
+    return -1;
+}
+
+static __always_inline void set_udp_ip(void *data, __u32 len, __u16 dport, __u32 saddr,
+                                       __u32 daddr) {
+    struct iphdr *iph = data + ETH_LEN;
+    struct udphdr *udp = data + UDP_AT;
+    udp->source = bpf_htons(67);
+    udp->dest = bpf_htons(dport);
+    udp->len = bpf_htons(len - UDP_AT);
+    udp->check = 0; // none: allowed over IPv4 (RFC 768)
+    iph->saddr = saddr;
+    iph->daddr = daddr;
+    iph->ttl = 64;
+    iph->tot_len = bpf_htons(len - ETH_LEN);
+    iph->check = ip_checksum(iph);
+}
+
+static __always_inline void copy_up(struct __sk_buff *skb) {
+    skb->mark = MARK;
+    bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS);
+    skb->mark = 0;
+}
+
+SEC("tc")
+int access_in(struct __sk_buff *skb) {
+    __u32 zero = 0;
+    struct conf *cf = bpf_map_lookup_elem(&conf, &zero);
+    if (!cf || !cf->relay_ip || skb->mark == MARK || !is_bootp(skb, 1))
+        return TC_ACT_OK;
+    __u32 end_at, info_at, kind;
+    if (walk(skb, &end_at, &info_at, &kind) || info_at)
+        return TC_ACT_OK; // option 82 from the MN's side: the daemon decides
+    if ((kind & 0xff) != DISCOVER && kind != (SELECTING | REQUEST))
+        return TC_ACT_OK;
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    if (data + BOOTP_AT + 34 > end)
+        return TC_ACT_OK;
+    __u8 *bootp = data + BOOTP_AT;
+    if (bootp[3] >= MAX_HOPS || *(__u32 *)(bootp + 24))
+        return TC_ACT_OK; // too many hops, or relayed already
+    struct link_key key = {.ifindex = skb->ifindex};
+    __builtin_memcpy(&key.mac, bootp + 28, 6);
+    __u64 mac = key.mac;
+    struct mn_link *link = bpf_map_lookup_elem(&links, &key);
+    if (!link) {
+        key.mac = 0;
+        link = bpf_map_lookup_elem(&links, &key);
+        if (!link)
+            return TC_ACT_OK;
+    }
+    __u32 tail_len = link->tail_len;
+    if (tail_len < 3 || tail_len > TAIL_MAX)
+        return TC_ACT_OK;
+    tail_len = ((tail_len - 1) & (TAIL_MAX - 1)) + 1; // 1..TAIL_MAX, for the verifier
+    // Where the server's replies go, even when the daemon relays this one (below).
+    struct attached at = {.access_if = skb->ifindex, .own_link = key.mac == 0};
+    bpf_map_update_elem(&attached, &mac, &at, BPF_ANY);
+    struct bpf_fib_lookup fib = {};
+    fib.family = 2; // AF_INET
+    fib.ipv4_src = cf->relay_ip;
+    fib.ipv4_dst = cf->server_ip;
+    fib.ifindex = cf->upstream_if; // an output lookup: the MAG's policy routes are for MNs
+    if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT) !=
+        BPF_FIB_LKUP_RET_SUCCESS) {
+        count(STAT_NO_ROUTE); // no neighbour yet, say: the daemon's relay resolves it
+        return TC_ACT_OK;
+    }
+    __u32 relay_ip = cf->relay_ip, server_ip = cf->server_ip;
+    if ((kind & 0xff) == DISCOVER)
+        copy_up(skb); // the daemon attaches the MN
+    __u32 len = end_at + tail_len;
+    if (len < MIN_LEN)
+        len = MIN_LEN;
+    if (bpf_skb_change_tail(skb, len, 0))
+        return TC_ACT_SHOT;
+    if (bpf_skb_store_bytes(skb, end_at & 0x7ff, link->tail, tail_len, 0))
+        return TC_ACT_SHOT;
+    data = (void *)(long)skb->data;
+    end = (void *)(long)skb->data_end;
+    if (data + BOOTP_AT + 28 > end)
+        return TC_ACT_SHOT;
+    bootp = data + BOOTP_AT;
+    bootp[3] += 1;
+    *(__u32 *)(bootp + 24) = relay_ip;
+    set_udp_ip(data, len, 67, relay_ip, server_ip);
+    struct ethhdr *eth = data;
+    __builtin_memcpy(eth->h_dest, fib.dmac, 6);
+    __builtin_memcpy(eth->h_source, fib.smac, 6);
+    count(STAT_TO_SERVER);
+    return bpf_redirect(fib.ifindex, 0);
+}
+
+SEC("tc")
+int upstream_in(struct __sk_buff *skb) {
+    __u32 zero = 0;
+    struct conf *cf = bpf_map_lookup_elem(&conf, &zero);
+    if (!cf || !cf->relay_ip || skb->mark == MARK || !is_bootp(skb, 2))
+        return TC_ACT_OK;
+    __u32 end_at, info_at, kind;
+    if (walk(skb, &end_at, &info_at, &kind) || !info_at)
+        return TC_ACT_OK;
+    kind &= 0xff;
+    if (kind != OFFER && kind != ACK)
+        return TC_ACT_OK; // a NAK, say: the daemon's
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    if (data + BOOTP_AT + 34 > end)
+        return TC_ACT_OK;
+    struct iphdr *iph = data + ETH_LEN;
+    __u8 *bootp = data + BOOTP_AT;
+    __u32 relay_ip = cf->relay_ip;
+    if (iph->daddr != relay_ip || iph->saddr != cf->server_ip ||
+        *(__u32 *)(bootp + 24) != relay_ip)
+        return TC_ACT_OK;
+    __u32 yiaddr = *(__u32 *)(bootp + 16);
+    __u64 mac = 0;
+    __builtin_memcpy(&mac, bootp + 28, 6);
+    struct attached *at = bpf_map_lookup_elem(&attached, &mac);
+    if (!at)
+        return TC_ACT_OK;
+    struct link_key key = {.mac = at->own_link ? 0 : mac, .ifindex = at->access_if};
+    struct mn_link *link = bpf_map_lookup_elem(&links, &key);
+    if (!link)
+        return TC_ACT_OK; // no longer relayed here (a denied MN, a reload)
+    // Option 82 must be last and the very one the MN's request carried.
+    __u32 gone = link->tail_len; // option 82 and END: zeros after the new END
+    if (gone < 3 || gone > TAIL_MAX || end_at - info_at != gone - 1)
+        return TC_ACT_OK;
+    for (__u32 i = 0; i < TAIL_MAX - 1; i++) {
+        if (i >= gone - 1)
+            break;
+        __u8 *p = data + ((info_at + i) & 0x7ff);
+        if ((void *)(p + 1) > end || *p != link->tail[i])
+            return TC_ACT_OK;
+    }
+    if (kind == ACK) {
+        __u32 *granted = bpf_map_lookup_elem(&grants, &mac);
+        if (!granted || *granted != yiaddr) {
+            count(STAT_ACK_UP); // the daemon holds it until the PBA grants it
+            return TC_ACT_OK;
+        }
+    } else {
+        copy_up(skb); // the daemon reports the address in a PBU
+    }
+    __u32 access_if = key.ifindex;
+    __u8 from[6];
+    __builtin_memcpy(from, link->access_mac, 6);
+    // END where option 82 began, zeros after it, then trimmed to the BOOTP minimum
+    __u8 end_option = 255;
+    if (bpf_skb_store_bytes(skb, info_at & 0x7ff, &end_option, 1, 0))
+        return TC_ACT_SHOT;
+    if (bpf_skb_store_bytes(skb, (info_at + 1) & 0x7ff, zeros, ((gone - 2) & (TAIL_MAX - 1)) + 1,
+                            0))
+        return TC_ACT_SHOT;
+    __u32 len = info_at + 1;
+    if (len < MIN_LEN)
+        len = MIN_LEN;
+    if (bpf_skb_change_tail(skb, len, 0))
+        return TC_ACT_SHOT;
+    data = (void *)(long)skb->data;
+    end = (void *)(long)skb->data_end;
+    if (data + BOOTP_AT > end)
+        return TC_ACT_SHOT;
+    set_udp_ip(data, len, 68, relay_ip, 0xffffffff);
+    struct ethhdr *eth = data;
+    __u8 to[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    __builtin_memcpy(eth->h_dest, to, 6);
+    __builtin_memcpy(eth->h_source, from, 6);
+    count(STAT_TO_MN);
+    return bpf_redirect(access_if, 0);
+}
+
+char _license[] SEC("license") = "GPL";

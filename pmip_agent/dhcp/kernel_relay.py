@@ -1,0 +1,309 @@
+"""The relay hook's common messages relayed in the kernel (mag.dhcp.kernel_relay).
+
+`bpf/relay.c` holds two tc programs: one on each access link's ingress, one on the
+ingress of the link toward the DHCP server. They pass a known MN's DISCOVER and
+SELECTING REQUEST to the server, and the server's OFFER and granted ACK to the MN, with
+the edits the daemon's relay makes, so that no process wakes up for them. A marked copy
+(`MARK`) of each DISCOVER and OFFER still reaches the daemon, which attaches the MN and
+reports the offered address to the LMA from them. Everything else (other message types,
+an ACK the LMA has not granted yet, a server whose neighbour is not resolved, anything
+unusual) goes up the stack untouched and takes the daemon's own path.
+
+This module is the I/O around those programs: it compiles the object (clang, cached in
+the state directory), loads it (libbpf, through ctypes), attaches the programs with
+pyroute2 under their own priority, and keeps the maps: per MN and access link, the
+option 82 it is relayed with; per MN, the address the LMA granted it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import hashlib
+import shutil
+import socket
+import subprocess
+import sysconfig
+import threading
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import TypeVar
+
+MARK = 0x5EED  # the copies' skb mark, as in relay.c
+PRIO = 0x5EED  # the filters' tc priority: ours to replace and delete, no one else's
+TC_INGRESS = "ffff:fff2"
+ETH_P_ALL = 3
+TAIL_MAX = 128  # relay.c: option 82 and END
+STATS = ("to_server", "to_mn", "no_route", "ack_up")  # relay.c: the stats map's slots
+APT_HINT = "apt-get install clang libbpf-dev"
+
+T = TypeVar("T")
+
+
+class KernelRelayError(Exception):
+    """The kernel relay cannot run here; the message says what is missing."""
+
+
+def _source() -> bytes:
+    return resources.files("pmip_agent.dhcp").joinpath("bpf/relay.c").read_bytes()
+
+
+def build(state_dir: Path) -> Path:
+    """The compiled object, built with clang once per version of relay.c."""
+    source = _source()
+    obj = state_dir / f"dhcp-relay-{hashlib.sha256(source).hexdigest()[:16]}.o"
+    if obj.exists():
+        return obj
+    clang = shutil.which("clang")
+    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+    include = Path("/usr/include") / multiarch
+    if clang is None or not Path("/usr/include/bpf/bpf_helpers.h").exists():
+        raise KernelRelayError(f"clang and the libbpf headers are needed ({APT_HINT})")
+    src = state_dir / (obj.stem + ".c")
+    src.write_bytes(source)
+    tmp = obj.with_suffix(".tmp")
+    run = subprocess.run(
+        [clang, "-O2", "-g", "-target", "bpf", f"-I{include}", "-c", str(src), "-o", str(tmp)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    src.unlink(missing_ok=True)
+    if run.returncode != 0:
+        raise KernelRelayError(f"clang failed on relay.c: {run.stderr.strip()[-400:]}")
+    tmp.replace(obj)
+    return obj
+
+
+class _Libbpf:
+    """The libbpf calls needed, through ctypes (libbpf1): no skeleton to link."""
+
+    def __init__(self) -> None:
+        try:
+            lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+        except OSError as exc:
+            raise KernelRelayError(f"libbpf.so.1 not found ({APT_HINT}): {exc}") from exc
+        ptr = ctypes.c_void_p
+        lib.bpf_object__open_file.restype = ptr
+        lib.bpf_object__open_file.argtypes = [ctypes.c_char_p, ptr]
+        lib.bpf_object__load.argtypes = [ptr]
+        lib.bpf_object__close.argtypes = [ptr]
+        for find in ("bpf_object__find_program_by_name", "bpf_object__find_map_by_name"):
+            getattr(lib, find).restype = ptr
+            getattr(lib, find).argtypes = [ptr, ctypes.c_char_p]
+        lib.bpf_program__fd.argtypes = [ptr]
+        lib.bpf_map__fd.argtypes = [ptr]
+        lib.bpf_map_update_elem.argtypes = [ctypes.c_int, ptr, ptr, ctypes.c_uint64]
+        lib.bpf_map_lookup_elem.argtypes = [ctypes.c_int, ptr, ptr]
+        lib.bpf_map_delete_elem.argtypes = [ctypes.c_int, ptr]
+        self.lib = lib
+
+
+def _in_thread(fn: Callable[[], T]) -> T:
+    """pyroute2's synchronous IPRoute refuses to run inside a running event loop."""
+    box: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            box.append(fn())
+        except BaseException as exc:  # re-raised in the caller's thread
+            failed.append(exc)
+
+    t = threading.Thread(target=run, name="kernel-relay-tc")
+    t.start()
+    t.join()
+    if failed:
+        raise failed[0]
+    return box[0]
+
+
+def mac_key(mac: bytes) -> int:
+    """A MAC as relay.c's __u64 key: its six octets in memory order, zero-extended."""
+    return int.from_bytes(mac[:6], "little")
+
+
+def _link_key(ifindex: int, mac: bytes | None) -> bytes:
+    return (
+        (mac_key(mac) if mac else 0).to_bytes(8, "little")
+        + ifindex.to_bytes(4, "little")
+        + (bytes(4))
+    )
+
+
+class KernelRelay:
+    """The loaded programs and their maps; one per MAG daemon."""
+
+    def __init__(self, state_dir: Path) -> None:
+        obj_path = build(state_dir)
+        self._bpf = _Libbpf()
+        lib = self._bpf.lib
+        obj = lib.bpf_object__open_file(str(obj_path).encode(), None)
+        if not obj:
+            raise KernelRelayError(f"libbpf cannot open {obj_path}")
+        if lib.bpf_object__load(obj) != 0:
+            lib.bpf_object__close(obj)
+            err = ctypes.get_errno()
+            raise KernelRelayError(f"the kernel refused relay.c's programs: {os_error(err)}")
+        self._obj = obj
+        self._maps = {
+            name: int(lib.bpf_map__fd(lib.bpf_object__find_map_by_name(obj, name.encode())))
+            for name in ("conf", "links", "attached", "grants", "stats")
+        }
+        self.attached: dict[str, tuple[int, str]] = {}  # ifname -> (ifindex, program)
+
+    # --- maps -----------------------------------------------------------------------
+
+    def _update(self, name: str, key: bytes, value: bytes) -> None:
+        k = ctypes.create_string_buffer(key, len(key))
+        v = ctypes.create_string_buffer(value, len(value))
+        if self._bpf.lib.bpf_map_update_elem(self._maps[name], k, v, 0) != 0:
+            raise OSError(ctypes.get_errno(), f"kernel relay: cannot update map {name}")
+
+    def _delete(self, name: str, key: bytes) -> None:
+        k = ctypes.create_string_buffer(key, len(key))
+        self._bpf.lib.bpf_map_delete_elem(self._maps[name], k)  # ENOENT is fine
+
+    def configure(self, relay_ip: bytes, server_ip: bytes, upstream_if: int) -> None:
+        """Where relayed requests go: giaddr, the server, the link the route to it uses."""
+        value = relay_ip + server_ip + upstream_if.to_bytes(4, "little") + bytes(4)
+        self._update("conf", bytes(4), value)
+
+    def serve(self, ifindex: int, mac: bytes | None, access_mac: bytes, relay_info: bytes) -> None:
+        """Relay this MN's requests on this access link with option 82 ``relay_info``.
+        ``mac`` None: whichever MN is on the link (a link of its own)."""
+        tail = bytes((82, len(relay_info))) + relay_info + b"\xff"
+        if len(tail) > TAIL_MAX:
+            raise ValueError(f"option 82 of {len(relay_info)} octets is too long to relay")
+        value = access_mac[:6] + bytes((len(tail), 0)) + tail.ljust(TAIL_MAX, b"\0")
+        self._update("links", _link_key(ifindex, mac), value)
+
+    def unserve(self, ifindex: int, mac: bytes | None) -> None:
+        self._delete("links", _link_key(ifindex, mac))
+
+    def grant(self, mac: bytes, hoa: bytes) -> None:
+        """The LMA anchored ``hoa`` for this MN: the server's ACK of it may pass."""
+        self._update("grants", mac_key(mac).to_bytes(8, "little"), hoa)
+
+    def revoke(self, mac: bytes) -> None:
+        key = mac_key(mac).to_bytes(8, "little")
+        self._delete("grants", key)
+        self._delete("attached", key)
+
+    def stats(self) -> dict[str, int]:
+        """The programs' counters, summed over CPUs."""
+        lib = self._bpf.lib
+        ncpu = _possible_cpus()
+        out: dict[str, int] = {}
+        for slot, name in enumerate(STATS):
+            key = ctypes.c_uint32(slot)
+            values = (ctypes.c_uint64 * ncpu)()
+            if lib.bpf_map_lookup_elem(self._maps["stats"], ctypes.byref(key), values) != 0:
+                raise OSError(ctypes.get_errno(), "kernel relay: cannot read its counters")
+            out[name] = sum(values)
+        return out
+
+    # --- tc -------------------------------------------------------------------------
+
+    def _program_fd(self, program: str) -> int:
+        lib = self._bpf.lib
+        found = lib.bpf_object__find_program_by_name(self._obj, program.encode())
+        return int(lib.bpf_program__fd(found))
+
+    def attach(self, ifname: str, upstream: bool = False) -> None:
+        """On ``ifname``'s ingress (again, when the link was re-created)."""
+        program = "upstream_in" if upstream else "access_in"
+        index = socket.if_nametoindex(ifname)
+        fd = self._program_fd(program)
+
+        def tc() -> None:
+            from pyroute2 import IPRoute
+            from pyroute2.netlink.exceptions import NetlinkError
+
+            with IPRoute() as ipr:
+                try:
+                    ipr.tc("add", "clsact", index)
+                except NetlinkError as exc:
+                    if exc.code != errno.EEXIST:
+                        raise
+                ipr.tc(
+                    "replace-filter",
+                    "bpf",
+                    index,
+                    1,
+                    fd=fd,
+                    name=program,
+                    parent=TC_INGRESS,
+                    prio=PRIO,
+                    protocol=ETH_P_ALL,
+                    classid=1,
+                    direct_action=True,
+                )
+
+        _in_thread(tc)
+        self.attached[ifname] = (index, program)
+
+    def detach(self, ifname: str) -> None:
+        """Our filter only: another user's filters and the clsact qdisc stay."""
+        found = self.attached.pop(ifname, None)
+        if found is None:
+            return
+        index = found[0]
+
+        def tc() -> None:
+            from pyroute2 import IPRoute
+            from pyroute2.netlink.exceptions import NetlinkError
+
+            with IPRoute() as ipr:
+                try:
+                    ipr.tc("del-filter", "bpf", index, 1, parent=TC_INGRESS, prio=PRIO,
+                           protocol=ETH_P_ALL)  # fmt: skip
+                except NetlinkError as exc:
+                    if exc.code not in (errno.ENOENT, errno.ENODEV, errno.EINVAL):
+                        raise
+
+        _in_thread(tc)
+
+    def close(self) -> None:
+        for ifname in list(self.attached):
+            with contextlib.suppress(OSError):  # the link went away with its filter
+                self.detach(ifname)
+        self._bpf.lib.bpf_object__close(self._obj)
+
+
+def mac_of(ifname: str) -> bytes:
+    """A link's own MAC: the source of what the kernel sends on it to an MN."""
+    text = Path(f"/sys/class/net/{ifname}/address").read_text().strip()
+    return bytes.fromhex(text.replace(":", ""))
+
+
+def upstream_of(server: object) -> str:
+    """The link the route to ``server`` leaves by: its replies come in there."""
+
+    def get() -> str:
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ipr:
+            routes = ipr.route("get", dst=str(server))
+            oif = routes[0].get("RTA_OIF") if routes else None
+        if oif is None:
+            raise KernelRelayError(f"no route to the DHCP server {server}")
+        return socket.if_indextoname(oif)
+
+    return _in_thread(get)
+
+
+def _possible_cpus() -> int:
+    """CPUs a per-CPU map has a slot for (/sys/devices/system/cpu/possible: "0-1")."""
+    text = Path("/sys/devices/system/cpu/possible").read_text().strip()
+    n = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        n = max(n, int(hi or lo) + 1)
+    return n
+
+
+def os_error(code: int) -> str:
+    return f"{errno.errorcode.get(code, code)} ({code})"

@@ -1,0 +1,163 @@
+"""Seed Figure 3 with the relay hook's common messages relayed in the kernel
+(mag.dhcp.kernel_relay, pmip_agent/dhcp/kernel_relay.py): real tc programs on MAG1's
+links, real DHCP clients and Kea, and the daemon's own relay for everything else.
+
+These tests need clang and the libbpf headers (`make deps` installs them); without them
+the daemon relays in user space, and the tests say so and fail, rather than pass on the
+user-space path."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dhcp_lab import DhcpLab
+from frame_capture import Sniffer
+from netns import Lab, wait_for
+
+from pmip_agent.dhcp.kernel_relay import PRIO
+
+pytestmark = pytest.mark.netns
+
+NEEDS = "the kernel relay needs clang and libbpf-dev (make deps installs them)"
+
+
+@pytest.fixture
+def kr_lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DhcpLab]:
+    assert shutil.which("clang") and Path("/usr/include/bpf/bpf_helpers.h").exists(), NEEDS
+    lab = Lab("k" + request.node.name[-3:])
+    try:
+        env = DhcpLab(lab, tmp_path, kernel_relay=True).build()
+        env.start()
+        yield env
+    finally:
+        lab.close()
+
+
+def kernel(env: DhcpLab, mag: str = "mag1") -> dict[str, Any]:
+    status = env.mags[mag].ctl_json("status")["dhcp_kernel_relay"]
+    assert status["active"], env.mags[mag].log_text()[-2000:]
+    return status
+
+
+def _filters(env: DhcpLab, mag: str, ifname: str) -> str:
+    return subprocess.run(
+        ["ip", "netns", "exec", env.ns_mag[mag], "tc", "filter", "show", "dev", ifname, "ingress"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+
+
+@pytest.mark.parametrize("client", ["udhcpc", "dhclient", "dhcpcd"])
+def test_flow3_relayed_in_the_kernel(kr_lab: DhcpLab, client: str) -> None:
+    """Each client gets a lease from Kea's hint-guarded pool (so the kernel's option 82
+    arrived intact), the LMA anchors it, and the kernel counted what it relayed. The
+    safety rule holds there too: the MN's ACK leaves only after the PBA came back."""
+    mn = "dhcp@example.net"
+    assert kernel(kr_lab)["links"] == ["k0"]  # acc1 comes with the MN
+    ns = kr_lab.attach_mn(mn)
+    status = wait_for(lambda: (k := kernel(kr_lab))["links"] == ["acc1", "k0"] and k, 5)
+    assert status["entries"] == 2, status  # the two dhcp-server MNs, on acc1
+    assert f"pref {PRIO} bpf" in _filters(kr_lab, "mag1", "acc1")
+    sniffer = Sniffer(kr_lab.ns_mag["mag1"], ("acc1", "tr0", "k0"))
+    try:
+        lease = kr_lab.client(ns, client, f"{client}-kr")
+        seen = sniffer.drain()
+    finally:
+        sniffer.close()
+    assert IPv4Address(lease["ip"]) in IPv4Network("10.50.0.0/24")
+    assert lease["router"] == "10.50.0.1"
+    binding = wait_for(lambda: kr_lab.lma_binding(mn), 5, what="binding")
+    assert binding["ipv4_hoa"] == lease["ip"] and binding["ipv4_source"] == "dhcp-server"
+    status = kernel(kr_lab)
+    # The REQUEST (the first DISCOVER may find Kea's neighbour entry unresolved, and go
+    # up to the daemon, which resolves it); the OFFER, and its copy for the PBU; the ACK,
+    # passed on if the PBA came first, else held by the daemon until it did.
+    assert status["to_server"] >= 1 and status["copies_read"] >= 1, status
+    assert status["to_mn"] >= 1 and status["to_mn"] + status["ack_up"] >= 2, status
+    pba = [s.ts for s in seen if (s.ifname, s.out, s.kind) == ("tr0", False, "PBA")]
+    acks = [s.ts for s in seen if (s.ifname, s.out, s.kind) == ("acc1", True, "ACK")]
+    assert pba and acks and acks[0] > pba[0], seen
+
+
+def test_refused_mn_gets_no_ack_from_the_kernel(kr_lab: DhcpLab) -> None:
+    """The LMA refuses what Kea offers this MN (outside its authorized prefix): the
+    kernel never holds a grant for it, so Kea's ACK goes up to the daemon, which does not
+    pass it on; after the refusal the MN's requests are the daemon's alone."""
+    mn = "wrongprefix@example.net"
+    ns = kr_lab.attach_mn(mn)
+    with pytest.raises(AssertionError, match="udhcpc lease"):
+        kr_lab.client(ns, "udhcpc", "udhcpc-kr-wrong", timeout=8)
+    assert kr_lab.lma_binding(mn) is None
+    status = kernel(kr_lab)
+    assert status["entries"] == 1, status  # only dhcp@example.net is left to the kernel
+    assert "is not passed on" in kr_lab.mags["mag1"].log_text()
+
+
+def test_roaming_and_a_recreated_access_link(kr_lab: DhcpLab) -> None:
+    """dhclient's INIT-REBOOT at MAG2 is the daemon's (the kernel leaves it), and the
+    lease continues. Back at MAG1, whose acc1 was deleted and made again, the program is
+    attached to the new link and relays there."""
+    mn = "dhcp@example.net"
+    ns = kr_lab.attach_mn(mn, "mag1")
+    first = kr_lab.client(ns, "dhclient", "kr-roam1", state_name="kr-roam")
+    kr_lab.move_mn(ns, mn, "mag1", "mag2")
+    second = kr_lab.client(ns, "dhclient", "kr-roam2", state_name="kr-roam")
+    assert second["ip"] == first["ip"]
+    assert "REBOOT" in (kr_lab.tmp / "kr-roam2.events").read_text()
+    moved = wait_for(
+        lambda: (b := kr_lab.lma_binding(mn)) and b["mag"] == "2001:db8:f::3" and b,
+        10,
+        what="binding at MAG2",
+    )
+    assert moved["ipv4_hoa"] == first["ip"]
+    before = kernel(kr_lab)["to_server"]
+    kr_lab.move_mn(ns, mn, "mag2", "mag1")
+    wait_for(lambda: f"pref {PRIO} bpf" in _filters(kr_lab, "mag1", "acc1"), 5, what="filter")
+    third = kr_lab.client(ns, "udhcpc", "kr-back")
+    assert third["ip"] == first["ip"] or IPv4Address(third["ip"]) in IPv4Network("10.50.0.0/24")
+    assert kernel(kr_lab)["to_server"] > before
+
+
+def test_stop_removes_only_its_filters(kr_lab: DhcpLab) -> None:
+    """A clean stop takes the kernel relay's filters off; the clsact qdisc and any other
+    filter on the link stay."""
+    ns_mag = kr_lab.ns_mag["mag1"]
+    kr_lab.attach_mn("dhcp@example.net")  # acc1
+    wait_for(lambda: f"pref {PRIO} bpf" in _filters(kr_lab, "mag1", "acc1"), 5, what="filter")
+    # Another user's filter: classic BPF, "return 0" (TC_ACT_OK) in direct-action mode.
+    kr_lab.lab.run(ns_mag, "tc filter add dev acc1 ingress pref 7 bpf da bytecode '1,6 0 0 0,'")
+    kr_lab.mags["mag1"].stop()
+    left = _filters(kr_lab, "mag1", "acc1")
+    assert f"pref {PRIO}" not in left and "pref 7 bpf" in left
+    assert f"pref {PRIO}" not in _filters(kr_lab, "mag1", "k0")
+
+
+def test_without_clang_the_daemon_relays_in_user_space(tmp_path: Path) -> None:
+    """No compiler on PATH (and none built before): the daemon says why and relays in
+    user space; the MN still gets its lease."""
+    lab = Lab("knoc")
+    try:
+        env = DhcpLab(lab, tmp_path, kernel_relay=True).build()
+        bare = tmp_path / "bin"
+        bare.mkdir()
+        for tool in ("ip", "tc"):
+            found = shutil.which(tool)
+            assert found is not None
+            (bare / tool).symlink_to(found)
+        env.mags["mag1"].env = {"PATH": str(bare)}
+        env.start()
+        status = env.mags["mag1"].ctl_json("status")["dhcp_kernel_relay"]
+        assert status["active"] is False
+        assert "DHCP kernel relay off, relaying in user space: clang" in env.mags["mag1"].log_text()
+        ns = env.attach_mn("dhcp@example.net")
+        lease = env.client(ns, "udhcpc", "udhcpc-noclang")
+        assert IPv4Address(lease["ip"]) in IPv4Network("10.50.0.0/24")
+    finally:
+        lab.close()
