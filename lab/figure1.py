@@ -483,6 +483,8 @@ def scenario() -> dict[str, Any]:
     with cn_service():
         for mn in MNS:
             report["mobile_nodes"].append(observe_attach(mn))
+        # MAG2 relays MN3's DHCP in the kernel (mag.dhcp.kernel_relay): what it passed on.
+        report["kernel_relay"] = (ctl("mag2", "status") or {}).get("dhcp_kernel_relay")
         for mag, capture in uplinks.items():
             capture.terminate()
             wire = finish(capture, 10)
@@ -503,9 +505,10 @@ def scenario() -> dict[str, Any]:
 
 def scenario_ok(report: dict[str, Any]) -> bool:
     """Every MN got a HoA and reached the CN from it (the dual-stack one over IPv6 too)
-    through the tunnel its binding names, and the handover kept the HoA with a measured
-    interruption and an intact transfer."""
+    through the tunnel its binding names, MAG2's kernel relay passed messages on, and the
+    handover kept the HoA with a measured interruption and an intact transfer."""
     nodes = report["mobile_nodes"]
+    kernel = report.get("kernel_relay") or {}
     ho = nodes[0]["handover"] if nodes else None
     ipsec = report.get("ipsec") or {}
     uplinks = ipsec.get("uplinks") or {}
@@ -517,6 +520,8 @@ def scenario_ok(report: dict[str, Any]) -> bool:
         and all(m["ipv4_hoa"] and m["reached_cn"] for m in nodes)
         and all(m.get("wire_matches_transport") for m in nodes)
         and all(m.get("reached_cn_v6", True) for m in nodes)
+        and bool(kernel.get("active"))
+        and kernel.get("to_mn", 0) >= 1
         and ho is not None
         and ho["same_hoa"]
         and ho["interruption_ms"] is not None
@@ -552,6 +557,13 @@ def print_report(report: dict[str, Any]) -> None:
                 f"{p['echoed']}, lost {p['lost']}); TCP {t.get('bytes')} bytes, "
                 f"intact: {t.get('intact')}, CN saw {t.get('cn_saw')}"
             )
+    kernel = report.get("kernel_relay")
+    if kernel is not None:
+        print(
+            f"MAG2's DHCP kernel relay: active {kernel['active']}, to the server "
+            f"{kernel.get('to_server')}, to MNs {kernel.get('to_mn')}, ACKs left to the daemon "
+            f"{kernel.get('ack_up')}, copies read {kernel.get('copies_read')}"
+        )
     print("scenario:", "passed" if report["ok"] else "FAILED")
 
 

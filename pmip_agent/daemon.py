@@ -717,6 +717,7 @@ class MagService(Service):
             if cfg.mag.dhcp.mode == "relay" and cfg.mag.relay_address is not None:
                 if cfg.mag.dhcp.kernel_relay:
                     self.kernel = self._start_kernel_relay()
+                    self.dhcp_agent.kernel_relay = self.kernel is not None
                 self.dhcp_relay = DhcpRelaySocket(
                     cfg.mag.relay_address, self._on_dhcp_server, marks=self.kernel is not None
                 )
@@ -804,6 +805,7 @@ class MagService(Service):
             e: ev.Ipv4Granted = event  # type: ignore[assignment]
             for mac in self._macs(e.mn_id):
                 kernel.grant(mac, e.hoa.packed)
+            self._answered = True  # its ACK is on the way to the MN: let it read it first
             if self.dhcp_agent is not None and self.dhcp_agent.relays(e.mn_id):
                 self._kernel_sync_for(e.mn_id)
         elif kind is ev.Ipv4Denied or kind is ev.BindingLost or kind is ev.Deregistered:

@@ -673,6 +673,37 @@ def test_forward_relays_from_the_bytes_ahead_of_the_attach() -> None:
     assert got.message_type == ACK and got.yiaddr == KEA_HOA
 
 
+def test_kernel_copies_are_noted_not_relayed() -> None:
+    """With the kernel relay (kernel_relay.py) the daemon reads marked copies of what the
+    kernel passed on already: the DISCOVER's only notes the client, the OFFER's reports
+    the address for the PBU; neither sends anything. The grant closes the exchange (the
+    kernel may pass the ACK on unseen), so the held-back work need not wait it out."""
+    r = rig()
+    site = r.sites["mag1"]
+    agent = site.agent
+    agent.kernel_relay = True
+    data = bytes(discover(MN_DHCP))
+    seen = codec.peek(data)
+    assert seen is not None and agent.forward(ACC, MN_DHCP, data, seen, copy=True)
+    assert agent.datagrams_to_send() == []
+    assert site.engine.attach(MN_DHCP, r.now, link_layer_id=seen.client_mac())
+    relayed = codec.parse(
+        codec.relayed(codec.parse(data), RELAY_ADDR, agent.relay_info(ACC, MN_DHCP))
+    )
+    reply = server_reply(relayed, "offer", KEA_HOA)
+    seen = codec.peek(reply)
+    assert seen is not None and agent.forward_reply(reply, seen, r.now, copy=True)
+    assert agent.datagrams_to_send() == []
+    assert agent.exchange_open(r.now, 0.05)
+    agent.report_offered(r.now)
+    result, out = r.pump()
+    [pbu] = result.pbus
+    assert pbu.find(Ipv4HoaRequest) == Ipv4HoaRequest(KEA_HOA, 16)
+    [granted] = of(result.mag_events, Ipv4Granted)
+    assert granted.hoa == KEA_HOA and out == []
+    assert not agent.exchange_open(r.now, 0.05)
+
+
 def test_forward_leaves_other_messages_to_the_decoded_way() -> None:
     """Not taken from the bytes: an lma-mode MN's messages (the MAG answers those
     itself), a RELEASE or DECLINE (from_client forgets the MN first), an INIT-REBOOT

@@ -176,6 +176,7 @@ def _report() -> dict[str, Any]:
             {**node, "ipv4_hoa": "10.150.0.100"},
         ],
         "ipsec": {"child_sas": sas, "uplinks": {"mag1": uplink, "mag2": dict(uplink)}},
+        "kernel_relay": {"active": True, "to_server": 1, "to_mn": 2, "ack_up": 0},
     }
 
 
@@ -195,6 +196,9 @@ def _report() -> dict[str, Any]:
         lambda r: r["ipsec"]["uplinks"]["mag2"].update(as_expected=False),
         lambda r: r["ipsec"]["uplinks"].clear(),
         lambda r: r.pop("ipsec"),
+        lambda r: r["kernel_relay"].update(active=False),
+        lambda r: r["kernel_relay"].update(to_mn=0),
+        lambda r: r.pop("kernel_relay"),
     ],
 )
 def test_the_scenario_fails_on_any_missing_observation(spoil: Any) -> None:

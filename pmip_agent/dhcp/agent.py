@@ -104,6 +104,7 @@ class DhcpAgent:
         # OFFERs passed on by forward_reply, for report_offered: (MN, yiaddr, option 1's
         # content), as octets; the addresses are made once the OFFER is out.
         self._offered_addresses: list[tuple[bytes, bytes, bytes | None]] = []
+        self.kernel_relay = False  # the daemon's kernel relay passes granted ACKs on
 
     def datagrams_to_send(self) -> list[DhcpSend]:
         out, self._out = self._out, []
@@ -429,6 +430,8 @@ class DhcpAgent:
             )
             self.denied.discard(e.mn_id)
             self._release_held(e.mn_id)
+            if self.kernel_relay:  # its ACK may pass in the kernel, unseen: not held open
+                self._offered.pop(e.mn_id, None)
         elif kind is ev.TunnelNeeded:
             e2: ev.TunnelNeeded = event  # type: ignore[assignment]
             grant = self.grants.get(e2.mn_id)
