@@ -702,6 +702,7 @@ class MagService(Service):
         # own MN): its option 82; and per MN the MAC its DHCP last came from.
         self._kernel_links: dict[tuple[int, bytes | None], tuple[bytes, bytes]] = {}
         self._dhcp_macs: dict[bytes, bytes] = {}
+        self._kernel_served: set[bytes] = set()  # the MNs with entries in the kernel
         self.kernel_copies = 0  # the kernel's copies read
         if cfg.mag.dhcp.mode != "off":
             self.dhcp_agent = DhcpAgent(
@@ -779,6 +780,7 @@ class MagService(Service):
             for mac, mn_id in self.by_mac.items():
                 if len(mac) == 6 and agent.relays(mn_id):
                     want[(index, mac)] = (agent.relay_info(ifname, mn_id), mn_id, ifname)
+        self._kernel_served = {mn_id for _info, mn_id, _ifname in want.values()}
         for key in [k for k in self._kernel_links if k not in want]:
             kernel.unserve(*key)
             del self._kernel_links[key]
@@ -803,24 +805,26 @@ class MagService(Service):
         kind = type(event)
         if kind is ev.Ipv4Granted:
             e: ev.Ipv4Granted = event  # type: ignore[assignment]
-            for mac in self._macs(e.mn_id):
-                kernel.grant(mac, e.hoa.packed)
+            mn_id = e.mn_id
+            last = self._dhcp_macs.get(mn_id)  # the chaddr the server's ACK will carry
+            for mac in (last,) if last is not None else self._macs(mn_id):
+                try:
+                    kernel.grant(mac, e.hoa.packed)
+                except OSError as exc:  # its ACK goes up to the daemon, which passes it on
+                    self.drops.warning("kernel-relay-map", time.time(), "%s", exc)
             self._answered = True  # its ACK is on the way to the MN: let it read it first
-            if self.dhcp_agent is not None and self.dhcp_agent.relays(e.mn_id):
-                self._kernel_sync_for(e.mn_id)
+            agent = self.dhcp_agent
+            if mn_id not in self._kernel_served and agent is not None and agent.relays(mn_id):
+                self._kernel_sync()  # a refusal had taken it out of the kernel
         elif kind is ev.Ipv4Denied or kind is ev.BindingLost or kind is ev.Deregistered:
-            mn_id: bytes = event.mn_id  # type: ignore[attr-defined]
+            mn_id = event.mn_id  # type: ignore[attr-defined]
             for mac in self._macs(mn_id):
                 kernel.revoke(mac)
             if kind is ev.Ipv4Denied:
                 self._kernel_sync()  # its requests go to the daemon, which refuses them
 
-    def _kernel_sync_for(self, mn_id: bytes) -> None:
-        """After a grant: back in the kernel if a refusal had taken it out."""
-        if all(served != mn_id for _info, served in self._kernel_links.values()):
-            self._kernel_sync()
-
     def _macs(self, mn_id: bytes) -> set[bytes]:
+        """Every MAC the kernel may know this MN by: its profile's and its DHCP's."""
         profile = self.engine.settings.profiles.get(mn_id)
         macs = {m for m in profile.link_layer_ids if len(m) == 6} if profile is not None else set()
         last = self._dhcp_macs.get(mn_id)
@@ -1138,13 +1142,13 @@ class MagService(Service):
             self._commit()
         dhcp_out: list[DhcpSend] = []
         if agent is not None:
-            kernel = self.kernel
             for event in events:
                 agent.observe(event)
-                if kernel is not None:
-                    self._kernel_observe(event)
             dhcp_out = agent.datagrams_to_send()
             self._send_dhcp(out for out in dhcp_out if out.ifname is not None)
+            if self.kernel is not None:  # after an ACK the PBA released, before the PBUs
+                for event in events:
+                    self._kernel_observe(event)
         for tx in engine.datagrams_to_send():
             self.send(tx)
         self._send_dhcp(out for out in dhcp_out if out.ifname is None)

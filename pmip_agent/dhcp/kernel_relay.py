@@ -184,8 +184,14 @@ class KernelRelay:
         self._delete("links", _link_key(ifindex, mac))
 
     def grant(self, mac: bytes, hoa: bytes) -> None:
-        """The LMA anchored ``hoa`` for this MN: the server's ACK of it may pass."""
-        self._update("grants", mac_key(mac).to_bytes(8, "little"), hoa)
+        """The LMA anchored ``hoa`` for this MN: the server's ACK of it may pass. On the
+        PBA's path: plain ctypes integers, no buffers built."""
+        key = ctypes.c_uint64(mac_key(mac))
+        value = ctypes.c_uint32(int.from_bytes(hoa, "little"))
+        if self._bpf.lib.bpf_map_update_elem(
+            self._maps["grants"], ctypes.byref(key), ctypes.byref(value), 0
+        ):
+            raise OSError(ctypes.get_errno(), "kernel relay: cannot update map grants")
 
     def revoke(self, mac: bytes) -> None:
         key = mac_key(mac).to_bytes(8, "little")
