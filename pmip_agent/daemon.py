@@ -435,6 +435,7 @@ class LmaService(Service):
         self.store = LmaStore(state_dir / f"{cfg.node_name}.lma.sqlite")
         self._settle_handle: asyncio.Handle | None = None
         self._settle_failing = False
+        self._settle_due = False  # rows staged, their settle not scheduled yet
         self._unobserved: list[ev.Event] = []
         self._observe_handle: asyncio.TimerHandle | None = None
         self.metrics.state.read = self._state
@@ -493,6 +494,8 @@ class LmaService(Service):
         )
         if later:
             self.persist(later)
+            if self._settle_due:
+                self._schedule_settle()
             super().notify(later)
 
     def notify(self, events: list[ev.Event]) -> None:
@@ -506,6 +509,8 @@ class LmaService(Service):
         loaded LMA's events; with them held back too, the refresh-rate benchmark
         (bench/lma_daemon_load.py) gave a median of 38k PBU/s against 46k over three
         alternating pairs of runs, so they are not."""
+        if self._settle_due:
+            self._schedule_settle()
         if not events:
             return
         self._unobserved += events
@@ -537,8 +542,11 @@ class LmaService(Service):
         # Restored bindings never come through here (see _restore): writing them back
         # would rewrite the whole database at every start. Staged: durable now in one
         # write(); the journal's transaction runs once the PBAs are out (_settle).
-        if not self.store.stage(events) or self._settle_failing:  # the retry will do
-            return
+        if self.store.stage(events) and not self._settle_failing:  # else the retry will do
+            self._settle_due = True  # scheduled by notify, once the PBAs are sent
+
+    def _schedule_settle(self) -> None:
+        self._settle_due = False
         if self.store.staged_rows >= SETTLE_ROWS:  # once this flush is done
             if self._settle_handle is not None:
                 self._settle_handle.cancel()

@@ -18,6 +18,8 @@ import pytest
 from daemon_lab import LMA_V4, LMAA, MN_ID, MN_MAC, NAT_OUTSIDE, PROXY_COA, Topology
 from netns import Lab, wait_for
 
+from pmip_agent.store.pending import MAGIC
+
 pytestmark = pytest.mark.netns
 
 
@@ -57,6 +59,21 @@ def test_registration_over_transport(lab: Lab, tmp_path: Path, transport: str) -
     rows = topo.lma.ctl_json("bindings")
     assert [r["state"] for r in rows if r["mn_id"] == MN_ID] == ["deregistered"]
     assert "deregistered: mn=mn1@example.net" in topo.mag.log_text()
+
+
+def test_lma_settles_staged_rows_once_the_pba_is_out(lab: Lab, tmp_path: Path) -> None:
+    """The LMA stages a new binding's row in its pending-rows file before the PBA (one
+    write), and moves it into the journal SETTLE_S later: the file is back to its
+    header, and the row survives a kill -9 from the journal alone."""
+    topo = Topology(lab, tmp_path, "ipv6").build()
+    _up(topo)
+    wait_for(topo.lma_binding, 10, what="LMA binding")
+    [pending] = tmp_path.rglob("*.lma.sqlite.pending")
+    wait_for(lambda: pending.read_bytes() == MAGIC, 2, what="staged rows settled")
+    topo.lma.stop(signal.SIGKILL)
+    pending.unlink()  # whatever it held, the journal must hold now
+    topo.lma.start()
+    assert wait_for(topo.lma_binding, 10, what="restored binding")["ipv4_hoa"]
 
 
 def test_nat_detected_and_keepalives(lab: Lab, tmp_path: Path) -> None:
