@@ -29,7 +29,13 @@ from .core.mag import MagEngine
 from .dataplane import LmaDataPlane, MagDataPlane
 from .dhcp import codec as dhcp
 from .dhcp.agent import DhcpAgent, DhcpSend
-from .dhcp.kernel_relay import KernelRelay, KernelRelayError, mac_of, upstream_of
+from .dhcp.kernel_relay import (
+    KernelRelay,
+    KernelRelayError,
+    mac_of,
+    remove_stale,
+    upstream_of,
+)
 from .dhcp.sockets import DhcpInterfaceSocket, DhcpRelaySocket, rcvmark_works
 from .metrics import Metrics, State
 from .net.access_link import LinkMonitor, RouterSolicitationListener
@@ -727,6 +733,8 @@ class MagService(Service):
                 if cfg.mag.dhcp.kernel_relay:
                     self.kernel = self._start_kernel_relay()
                     self.dhcp_agent.kernel_relay = self.kernel is not None
+                else:
+                    self._remove_stale_kernel_relay()
                 self.dhcp_relay = DhcpRelaySocket(
                     cfg.mag.relay_address, self._on_dhcp_server, marks=self.kernel is not None
                 )
@@ -759,6 +767,19 @@ class MagService(Service):
             return None
         self.log.info("DHCP kernel relay on: replies from %s come in on %s", server, upstream)
         return kernel
+
+    def _remove_stale_kernel_relay(self) -> None:
+        """A killed daemon's filters stay on the links (a clean stop takes them off)."""
+        cfg = self.config
+        links = [i.name for i in cfg.mag.access_interfaces]
+        with contextlib.suppress(KernelRelayError, OSError):
+            links.append(upstream_of(cfg.mag.dhcp.servers[0]))
+        removed = remove_stale(links)
+        if removed:
+            self.log.warning(
+                "DHCP kernel relay is off: removed its filters from %s, left by an earlier run",
+                ", ".join(removed),
+            )
 
     def _kernel_link(self, ifname: str) -> None:
         """The access program on ``ifname`` (again, when it was re-created), and its MNs."""

@@ -9,6 +9,7 @@ user-space path."""
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from dhcp_lab import DhcpLab
 from frame_capture import Sniffer
 from netns import Lab, wait_for
@@ -137,6 +139,33 @@ def test_stop_removes_only_its_filters(kr_lab: DhcpLab) -> None:
     left = _filters(kr_lab, "mag1", "acc1")
     assert f"pref {PRIO}" not in left and "pref 7 bpf" in left
     assert f"pref {PRIO}" not in _filters(kr_lab, "mag1", "k0")
+
+
+def test_filters_a_killed_daemon_left_are_replaced_or_removed(kr_lab: DhcpLab) -> None:
+    """kill -9 leaves the filters (no clean stop took them off). Started again with the
+    kernel relay, the daemon replaces them; started without it, it removes them, and
+    its own relay serves the MN."""
+    mag = kr_lab.mags["mag1"]
+    ns = kr_lab.attach_mn("dhcp@example.net")
+    wait_for(lambda: f"pref {PRIO} bpf" in _filters(kr_lab, "mag1", "acc1"), 5, what="filter")
+    old = _filters(kr_lab, "mag1", "acc1")
+    mag.stop(signal.SIGKILL)
+    assert _filters(kr_lab, "mag1", "acc1") == old  # still there, still relaying
+    mag.start()
+    wait_for(lambda: kernel(kr_lab)["links"] == ["acc1", "k0"], 5, what="attached again")
+    new = _filters(kr_lab, "mag1", "acc1")
+    assert new.count(f"pref {PRIO} bpf") == 2 and new != old  # one filter, a new program
+    mag.stop(signal.SIGKILL)
+    config = yaml.safe_load(mag.config_path.read_text())
+    config["mag"]["dhcp"]["kernel_relay"] = False
+    mag.config_path.write_text(yaml.safe_dump(config))
+    mag.start()
+    assert "dhcp_kernel_relay" not in mag.ctl_json("status")
+    assert f"pref {PRIO}" not in _filters(kr_lab, "mag1", "acc1")
+    assert f"pref {PRIO}" not in _filters(kr_lab, "mag1", "k0")
+    assert "removed its filters from acc1, k0" in mag.log_text()
+    lease = kr_lab.client(ns, "udhcpc", "udhcpc-after-kill")
+    assert IPv4Address(lease["ip"]) in IPv4Network("10.50.0.0/24")
 
 
 def test_without_clang_the_daemon_relays_in_user_space(tmp_path: Path) -> None:

@@ -279,6 +279,30 @@ class KernelRelay:
         self._bpf.lib.bpf_object__close(self._obj)
 
 
+def remove_stale(ifnames: list[str]) -> list[str]:
+    """Take off the filters a daemon that was killed left behind (their programs would
+    go on relaying beside a daemon that no longer reads their copies); the links where
+    there were some."""
+
+    def tc() -> list[str]:
+        from pyroute2 import IPRoute
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        removed = []
+        with IPRoute() as ipr:
+            for ifname in ifnames:
+                try:
+                    index = socket.if_nametoindex(ifname)
+                    ipr.tc("del-filter", "bpf", index, 1, parent=TC_INGRESS, prio=PRIO,
+                           protocol=ETH_P_ALL)  # fmt: skip
+                except (OSError, NetlinkError):
+                    continue  # no such link, no clsact, or no filter of ours
+                removed.append(ifname)
+        return removed
+
+    return _in_thread(tc)
+
+
 def mac_of(ifname: str) -> bytes:
     """A link's own MAC: the source of what the kernel sends on it to an MN."""
     text = Path(f"/sys/class/net/{ifname}/address").read_text().strip()
