@@ -758,8 +758,19 @@ class MagService(Service):
                 raise KernelRelayError("the kernel cannot report marks (SO_RCVMARK: Linux 5.19)")
             kernel = KernelRelay(Path(cfg.state_dir))
             upstream = upstream_of(server)
-            kernel.configure(relay.packed, server.packed, socket.if_nametoindex(upstream))
+            kernel.configure(
+                relay.packed,
+                server.packed,
+                socket.if_nametoindex(upstream),
+                cfg.mag.proxy_coa.packed,
+            )
             kernel.attach(upstream, upstream=True)
+            # The links the LMAs' PBAs come in on (over IPv6): a PBA granting an address
+            # is read there too (relay.c, pba_in).
+            for lma in self.engine.settings.lmas.values():
+                uplink = upstream_of(lma.lmaa) if not lma.over_ipv4 else upstream
+                if uplink not in kernel.attached:
+                    kernel.attach(uplink, upstream=True)
         except (KernelRelayError, OSError) as exc:
             if kernel is not None:
                 kernel.close()
@@ -772,8 +783,13 @@ class MagService(Service):
         """A killed daemon's filters stay on the links (a clean stop takes them off)."""
         cfg = self.config
         links = [i.name for i in cfg.mag.access_interfaces]
-        with contextlib.suppress(KernelRelayError, OSError):
-            links.append(upstream_of(cfg.mag.dhcp.servers[0]))
+        lmas = self.engine.settings.lmas.values()
+        toward = [cfg.mag.dhcp.servers[0], *(lma.lmaa for lma in lmas)]
+        for address in toward:
+            with contextlib.suppress(KernelRelayError, OSError):
+                link = upstream_of(address)
+                if link not in links:
+                    links.append(link)
         removed = remove_stale(links)
         if removed:
             self.log.warning(
@@ -851,6 +867,21 @@ class MagService(Service):
                 kernel.revoke(mac)
             if kind is ev.Ipv4Denied:
                 self._kernel_sync()  # its requests go to the daemon, which refuses them
+
+    def _kernel_expect(self, reported: list[bytes]) -> None:
+        """The PBUs about to leave for these MNs' offered addresses: a PBA accepting one
+        grants it in the kernel as it comes in, before the daemon has read it."""
+        kernel = self.kernel
+        assert kernel is not None
+        for mn_id in reported:
+            mac = self._dhcp_macs.get(mn_id)
+            pending = self.engine.reporting_ipv4(mn_id)
+            if mac is None or pending is None:
+                continue
+            try:
+                kernel.expect(pending[0], mac, pending[1].packed)
+            except OSError as exc:  # the daemon grants it when it reads the PBA
+                self.drops.warning("kernel-relay-map", time.time(), "%s", exc)
 
     def _macs(self, mn_id: bytes) -> set[bytes]:
         """Every MAC the kernel may know this MN by: its profile's and its DHCP's."""
@@ -1161,8 +1192,7 @@ class MagService(Service):
         without timestamps (unsaved_state): that is committed before any PBU leaves."""
         engine = self.engine
         agent = self.dhcp_agent
-        if agent is not None:
-            agent.report_offered(time.time())  # OFFERs passed on: now their PBUs
+        reported = agent.report_offered(time.time()) if agent is not None else []
         events: list[ev.Event] = []
         while (event := engine.next_event()) is not None:
             events.append(event)
@@ -1178,6 +1208,8 @@ class MagService(Service):
             if self.kernel is not None:  # after an ACK the PBA released, before the PBUs
                 for event in events:
                     self._kernel_observe(event)
+        if reported and self.kernel is not None:  # before the PBUs: never behind their PBAs
+            self._kernel_expect(reported)
         for tx in engine.datagrams_to_send():
             self.send(tx)
         self._send_dhcp(out for out in dhcp_out if out.ifname is None)

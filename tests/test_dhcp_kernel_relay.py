@@ -62,9 +62,9 @@ def test_flow3_relayed_in_the_kernel(kr_lab: DhcpLab, client: str) -> None:
     arrived intact), the LMA anchors it, and the kernel counted what it relayed. The
     safety rule holds there too: the MN's ACK leaves only after the PBA came back."""
     mn = "dhcp@example.net"
-    assert kernel(kr_lab)["links"] == ["k0"]  # acc1 comes with the MN
+    assert kernel(kr_lab)["links"] == ["k0", "tr0"]  # to Kea, to the LMA; acc1 comes later
     ns = kr_lab.attach_mn(mn)
-    status = wait_for(lambda: (k := kernel(kr_lab))["links"] == ["acc1", "k0"] and k, 5)
+    status = wait_for(lambda: (k := kernel(kr_lab))["links"] == ["acc1", "k0", "tr0"] and k, 5)
     assert status["entries"] == 2, status  # the two dhcp-server MNs, on acc1
     assert f"pref {PRIO} bpf" in _filters(kr_lab, "mag1", "acc1")
     sniffer = Sniffer(kr_lab.ns_mag["mag1"], ("acc1", "tr0", "k0"))
@@ -82,7 +82,9 @@ def test_flow3_relayed_in_the_kernel(kr_lab: DhcpLab, client: str) -> None:
     # up to the daemon, which resolves it); the OFFER, and its copy for the PBU; the ACK,
     # passed on if the PBA came first, else held by the daemon until it did.
     assert status["to_server"] >= 1 and status["copies_read"] >= 1, status
-    assert status["to_mn"] >= 1 and status["to_mn"] + status["ack_up"] >= 2, status
+    assert status["to_mn"] >= 1 and status["to_mn"] + status["ack_up"] >= 2, str(status)
+    # The LMA's PBA, read on tr0 as it came in, granted the address in the kernel.
+    assert status["pba_grants"] == 1, str(status)
     pba = [s.ts for s in seen if (s.ifname, s.out, s.kind) == ("tr0", False, "PBA")]
     acks = [s.ts for s in seen if (s.ifname, s.out, s.kind) == ("acc1", True, "ACK")]
     assert pba and acks and acks[0] > pba[0], seen
@@ -99,6 +101,7 @@ def test_refused_mn_gets_no_ack_from_the_kernel(kr_lab: DhcpLab) -> None:
     assert kr_lab.lma_binding(mn) is None
     status = kernel(kr_lab)
     assert status["entries"] == 1, status  # only dhcp@example.net is left to the kernel
+    assert status["pba_grants"] == 0, status  # the refusing PBA granted nothing
     assert "is not passed on" in kr_lab.mags["mag1"].log_text()
 
 
@@ -152,7 +155,7 @@ def test_filters_a_killed_daemon_left_are_replaced_or_removed(kr_lab: DhcpLab) -
     mag.stop(signal.SIGKILL)
     assert _filters(kr_lab, "mag1", "acc1") == old  # still there, still relaying
     mag.start()
-    wait_for(lambda: kernel(kr_lab)["links"] == ["acc1", "k0"], 5, what="attached again")
+    wait_for(lambda: kernel(kr_lab)["links"] == ["acc1", "k0", "tr0"], 5, what="attached again")
     new = _filters(kr_lab, "mag1", "acc1")
     assert new.count(f"pref {PRIO} bpf") == 2 and new != old  # one filter, a new program
     mag.stop(signal.SIGKILL)
@@ -163,7 +166,8 @@ def test_filters_a_killed_daemon_left_are_replaced_or_removed(kr_lab: DhcpLab) -
     assert "dhcp_kernel_relay" not in mag.ctl_json("status")
     assert f"pref {PRIO}" not in _filters(kr_lab, "mag1", "acc1")
     assert f"pref {PRIO}" not in _filters(kr_lab, "mag1", "k0")
-    assert "removed its filters from acc1, k0" in mag.log_text()
+    assert "removed its filters from acc1, k0, tr0" in mag.log_text()
+    assert f"pref {PRIO}" not in _filters(kr_lab, "mag1", "tr0")
     lease = kr_lab.client(ns, "udhcpc", "udhcpc-after-kill")
     assert IPv4Address(lease["ip"]) in IPv4Network("10.50.0.0/24")
 

@@ -346,6 +346,14 @@ class MagEngine:
         e = self._bul.get(mn_id)
         return self._view(e) if e else None
 
+    def reporting_ipv4(self, mn_id: bytes) -> tuple[int, IPv4Address] | None:
+        """The sequence number of the PBU now out for ``mn_id`` and the IPv4 address it
+        reports, while it registers one: what its PBA will accept, or not."""
+        e = self._bul.get(mn_id)
+        if e is None or e.state != REGISTERING or not e.requested_hoa:
+            return None
+        return e.latest_sequence, e.requested_hoa
+
     # --- registration ---------------------------------------------------------------
 
     def lma_for(self, profile: MnProfile) -> LmaPeerSettings | None:

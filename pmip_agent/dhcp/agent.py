@@ -210,17 +210,18 @@ class DhcpAgent:
         self._note(client.mn_id, kind)
         return True
 
-    def report_offered(self, now: float) -> None:
+    def report_offered(self, now: float) -> list[bytes]:
         """Report the addresses of the OFFERs `forward_reply` passed on since the last
         call, as `from_server` does at once: the engine sends a PBU for each (seed
         Figure 3, step 3). The daemon calls this once the OFFERs are sent, so the MN's
-        step does not wait for the PBU to be built."""
+        step does not wait for the PBU to be built. Returns the MNs reported."""
         if not self._offered_addresses:
-            return
+            return []
         pending, self._offered_addresses = self._offered_addresses, []
         for mn_id, yiaddr, mask in pending:
             plen = _prefix_len(IPv4Address(mask) if mask and len(mask) == 4 else None)
             self.engine.learn_ipv4(mn_id, IPv4Address(yiaddr), plen, now)
+        return [mn_id for mn_id, _yiaddr, _mask in pending]
 
     # --- the decoded way --------------------------------------------------------------
 

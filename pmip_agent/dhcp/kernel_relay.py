@@ -36,7 +36,7 @@ PRIO = 0x5EED  # the filters' tc priority: ours to replace and delete, no one el
 TC_INGRESS = "ffff:fff2"
 ETH_P_ALL = 3
 TAIL_MAX = 128  # relay.c: option 82 and END
-STATS = ("to_server", "to_mn", "no_route", "ack_up")  # relay.c: the stats map's slots
+STATS = ("to_server", "to_mn", "no_route", "ack_up", "pba_grants")  # relay.c: stats slots
 APT_HINT = "apt-get install clang libbpf-dev"
 
 T = TypeVar("T")
@@ -150,7 +150,7 @@ class KernelRelay:
         self._obj = obj
         self._maps = {
             name: int(lib.bpf_map__fd(lib.bpf_object__find_map_by_name(obj, name.encode())))
-            for name in ("conf", "links", "attached", "grants", "stats")
+            for name in ("conf", "links", "attached", "grants", "expects", "stats")
         }
         self.attached: dict[str, tuple[int, str]] = {}  # ifname -> (ifindex, program)
 
@@ -166,9 +166,12 @@ class KernelRelay:
         k = ctypes.create_string_buffer(key, len(key))
         self._bpf.lib.bpf_map_delete_elem(self._maps[name], k)  # ENOENT is fine
 
-    def configure(self, relay_ip: bytes, server_ip: bytes, upstream_if: int) -> None:
-        """Where relayed requests go: giaddr, the server, the link the route to it uses."""
-        value = relay_ip + server_ip + upstream_if.to_bytes(4, "little") + bytes(4)
+    def configure(
+        self, relay_ip: bytes, server_ip: bytes, upstream_if: int, proxy_coa: bytes
+    ) -> None:
+        """Where relayed requests go (giaddr, the server, the link the route to it uses),
+        and where the LMAs' PBAs come to."""
+        value = relay_ip + server_ip + upstream_if.to_bytes(4, "little") + bytes(4) + proxy_coa
         self._update("conf", bytes(4), value)
 
     def serve(self, ifindex: int, mac: bytes | None, access_mac: bytes, relay_info: bytes) -> None:
@@ -192,6 +195,14 @@ class KernelRelay:
             self._maps["grants"], ctypes.byref(key), ctypes.byref(value), 0
         ):
             raise OSError(ctypes.get_errno(), "kernel relay: cannot update map grants")
+
+    def expect(self, sequence: int, mac: bytes, hoa: bytes) -> None:
+        """A PBU with this sequence number reports ``hoa`` for this MN: a PBA accepting
+        it grants it in the kernel, before the daemon has read the PBA."""
+        key = ctypes.c_uint32(sequence)
+        value = ctypes.create_string_buffer(mac_key(mac).to_bytes(8, "little") + hoa + bytes(4), 16)
+        if self._bpf.lib.bpf_map_update_elem(self._maps["expects"], ctypes.byref(key), value, 0):
+            raise OSError(ctypes.get_errno(), "kernel relay: cannot update map expects")
 
     def revoke(self, mac: bytes) -> None:
         key = mac_key(mac).to_bytes(8, "little")
@@ -219,8 +230,9 @@ class KernelRelay:
         return int(lib.bpf_program__fd(found))
 
     def attach(self, ifname: str, upstream: bool = False) -> None:
-        """On ``ifname``'s ingress (again, when the link was re-created)."""
-        program = "upstream_in" if upstream else "access_in"
+        """On ``ifname``'s ingress (again, when the link was re-created): ``upstream``, a
+        link toward the server or an LMA."""
+        program = "uplink_in" if upstream else "access_in"
         index = socket.if_nametoindex(ifname)
         fd = self._program_fd(program)
 

@@ -6,17 +6,21 @@
 //   gets hops + 1, giaddr, the MN's option 82 in place of END, and IPv4/UDP/Ethernet
 //   headers to the DHCP server, and leaves by the route to it. A DISCOVER also goes up
 //   to the daemon, marked (MARK), which attaches the MN without relaying it again.
-// upstream_in (ingress of the link toward the server): the server's OFFER, or an ACK of
-//   the address the LMA granted (the grants map), loses option 82 and goes to the MN as a
-//   broadcast on its access link. An OFFER also goes up marked: the daemon reports its
-//   address to the LMA in a PBU. An ACK not granted yet goes up unmarked, and the daemon
-//   holds it until the PBA.
+// uplink_in (ingress of the links toward the server and the LMAs):
+//   - the server's OFFER, or an ACK of the address the LMA granted (the grants map), loses
+//     option 82 and goes to the MN as a broadcast on its access link. An OFFER also goes
+//     up marked: the daemon reports its address to the LMA in a PBU. An ACK not granted
+//     yet goes up unmarked, and the daemon holds it until the PBA;
+//   - a PBA (over IPv6, in the clear) that accepts the address a PBU the daemon listed
+//     in expects reported puts it in grants at once, so that the server's ACK need not
+//     wait for the daemon to read the PBA. The PBA itself goes on to the daemon.
 // Anything else, or anything unusual, goes up the stack untouched (TC_ACT_OK), where the
 // daemon relays it as it would without these programs.
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
 #include <linux/udp.h>
 #include <bpf/bpf_endian.h>
@@ -42,6 +46,13 @@ struct conf {
     __u32 server_ip;
     __u32 upstream_if; // the route to the server leaves here
     __u32 pad;
+    __u8 proxy_coa[16]; // where the LMAs' PBAs come to
+};
+
+struct expect { // per PBU sequence number: a PBU reporting an address the server offered
+    __u64 mac;
+    __u32 hoa;
+    __u32 pad;
 };
 
 struct link_key {
@@ -62,7 +73,7 @@ struct attached { // per MN, written here when its request goes up to the server
     __u32 own_link; // its mn_link is the link's own (key.mac 0)
 };
 
-enum { STAT_TO_SERVER, STAT_TO_MN, STAT_NO_ROUTE, STAT_ACK_UP, STAT_N };
+enum { STAT_TO_SERVER, STAT_TO_MN, STAT_NO_ROUTE, STAT_ACK_UP, STAT_PBA_GRANT, STAT_N };
 
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
@@ -91,6 +102,13 @@ struct {
     __type(key, __u64); // the MN's MAC
     __type(value, __u32); // the address the LMA granted it
 } grants SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 65536);
+    __type(key, __u32); // the PBU's sequence number
+    __type(value, struct expect);
+} expects SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -257,11 +275,67 @@ int access_in(struct __sk_buff *skb) {
     return bpf_redirect(fib.ifindex, 0);
 }
 
+#define MH_AT (ETH_LEN + 40) // no extension headers: anything else goes up the stack
+#define IPPROTO_MH 135
+#define MH_BA 6
+#define OPT_IPV4_ADDRESS_ACK 30 // RFC 5555 (the seed's)
+#define OPT_IPV4_HOA_REPLY 37 // RFC 5844: the same layout
+#define MAX_MH_OPTIONS 16
+
+// A PBA accepting the address an expected PBU reported: into grants. Always TC_ACT_OK.
+static __always_inline int pba_in(struct __sk_buff *skb, struct conf *cf) {
+    if (bpf_skb_pull_data(skb, skb->len))
+        return TC_ACT_OK;
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    if (data + MH_AT + 12 > end)
+        return TC_ACT_OK;
+    struct ipv6hdr *ip6 = data + ETH_LEN;
+    __u8 *mh = data + MH_AT;
+    if (ip6->nexthdr != IPPROTO_MH || mh[2] != MH_BA || mh[6] >= 128) // status: accepted
+        return TC_ACT_OK;
+    __u32 *to = (__u32 *)&ip6->daddr, *coa = (__u32 *)cf->proxy_coa;
+    if (to[0] != coa[0] || to[1] != coa[1] || to[2] != coa[2] || to[3] != coa[3])
+        return TC_ACT_OK;
+    __u32 seq = ((__u32)mh[8] << 8) | mh[9];
+    struct expect *ex = bpf_map_lookup_elem(&expects, &seq);
+    if (!ex)
+        return TC_ACT_OK;
+    __u32 off = MH_AT + 12, stop = MH_AT + ((__u32)mh[1] + 1) * 8;
+    for (int k = 0; k < MAX_MH_OPTIONS && off < stop; k++) {
+        off &= 0x3ff;
+        __u8 *p = data + off;
+        if ((void *)(p + 1) > end)
+            return TC_ACT_OK;
+        if (p[0] == 0) { // Pad1
+            off += 1;
+            continue;
+        }
+        if ((void *)(p + 8) > end)
+            return TC_ACT_OK;
+        if ((p[0] == OPT_IPV4_ADDRESS_ACK || p[0] == OPT_IPV4_HOA_REPLY) && p[1] == 6) {
+            __u32 hoa = *(__u32 *)(p + 4);
+            if (p[2] == 0 && hoa == ex->hoa) { // status: success, and the address reported
+                __u64 mac = ex->mac;
+                bpf_map_update_elem(&grants, &mac, &hoa, BPF_ANY);
+                bpf_map_delete_elem(&expects, &seq);
+                count(STAT_PBA_GRANT);
+            }
+            return TC_ACT_OK;
+        }
+        off += 2 + p[1];
+    }
+    return TC_ACT_OK;
+}
+
 SEC("tc")
-int upstream_in(struct __sk_buff *skb) {
+int uplink_in(struct __sk_buff *skb) {
     __u32 zero = 0;
     struct conf *cf = bpf_map_lookup_elem(&conf, &zero);
-    if (!cf || !cf->relay_ip || skb->mark == MARK || !is_bootp(skb, 2))
+    if (!cf || !cf->relay_ip || skb->mark == MARK)
+        return TC_ACT_OK;
+    if (skb->protocol == bpf_htons(ETH_P_IPV6))
+        return pba_in(skb, cf);
+    if (!is_bootp(skb, 2))
         return TC_ACT_OK;
     __u32 end_at, info_at, kind;
     if (walk(skb, &end_at, &info_at, &kind) || !info_at)
