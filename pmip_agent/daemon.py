@@ -18,6 +18,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterable
+from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from .control.server import ControlServer
 from .core import events as ev
 from .core.lma import LmaEngine
 from .core.mag import MagEngine
+from .core.templates import accepted_ipv4
 from .dataplane import LmaDataPlane, MagDataPlane
 from .dhcp import codec as dhcp
 from .dhcp.agent import DhcpAgent, DhcpSend
@@ -717,6 +719,8 @@ class MagService(Service):
         self._kernel_links: dict[tuple[int, bytes | None], tuple[bytes, bytes]] = {}
         self._dhcp_macs: dict[bytes, bytes] = {}
         self._kernel_served: set[bytes] = set()  # the MNs with entries in the kernel
+        # PBU sequence number -> (MN, the offered address it reports), for _on_mh.
+        self._expected: dict[int, tuple[bytes, bytes]] = {}
         self.kernel_copies = 0  # the kernel's copies read
         if cfg.mag.dhcp.mode != "off":
             self.dhcp_agent = DhcpAgent(
@@ -868,18 +872,56 @@ class MagService(Service):
             if kind is ev.Ipv4Denied:
                 self._kernel_sync()  # its requests go to the daemon, which refuses them
 
-    def _kernel_expect(self, reported: list[bytes]) -> None:
-        """The PBUs about to leave for these MNs' offered addresses: a PBA accepting one
-        grants it in the kernel as it comes in, before the daemon has read it."""
+    def _on_mh(self) -> None:
+        """Service._on_mh, with a server's ACK held for its PBA passed on first: read
+        from the PBA's bytes (`accepted_ipv4`), ahead of the PBA's intake."""
+        assert self.mh is not None
+        now = time.time()
+        batch = self.mh.recv_batch()
+        agent = self.dhcp_agent
+        if self._expected and agent is not None and agent.holds_replies():
+            self._release_early(agent, batch)
+        for data, src in batch:
+            self.engine.receive_ipv6(data, src, now)
+        self.flush()
+
+    def _release_early(self, agent: DhcpAgent, batch: list[tuple[bytes, IPv6Address]]) -> None:
+        for data, _src in batch:
+            seen = accepted_ipv4(data)
+            if seen is None:
+                continue
+            expected = self._expected.get(seen[0])
+            if expected is not None and expected[1] == seen[1]:
+                del self._expected[seen[0]]
+                agent.release_early(expected[0], seen[1])
+        self._send_dhcp(agent.datagrams_to_send())
+
+    def _note_reports(self, reported: list[bytes]) -> None:
+        """The PBUs about to leave for these MNs' offered addresses, by sequence number:
+        what _on_mh, and the kernel relay, recognise their PBAs by."""
+        expected = self._expected
+        if len(expected) > 1024:  # PBAs lost or refused: sequence numbers come round
+            expected.clear()
+        listed = []
+        for mn_id in reported:
+            pending = self.engine.reporting_ipv4(mn_id)
+            if pending is not None:
+                expected[pending[0]] = (mn_id, pending[1].packed)
+                listed.append((mn_id, pending[0], pending[1].packed))
+        if self.kernel is not None:
+            self._kernel_expect(listed)
+
+    def _kernel_expect(self, listed: list[tuple[bytes, int, bytes]]) -> None:
+        """A PBA accepting one of these (MN, PBU sequence number, address) grants the
+        address in the kernel as it comes in, before the daemon has read it."""
         kernel = self.kernel
         assert kernel is not None
-        for mn_id in reported:
+        for mn_id, sequence, hoa in listed:
             mac = self._dhcp_macs.get(mn_id)
-            pending = self.engine.reporting_ipv4(mn_id)
-            if mac is None or pending is None:
+            if mac is None:
                 continue
             try:
-                kernel.expect(pending[0], mac, pending[1].packed)
+                kernel.expect(sequence, mac, hoa)
             except OSError as exc:  # the daemon grants it when it reads the PBA
                 self.drops.warning("kernel-relay-map", time.time(), "%s", exc)
 
@@ -1208,8 +1250,8 @@ class MagService(Service):
             if self.kernel is not None:  # after an ACK the PBA released, before the PBUs
                 for event in events:
                     self._kernel_observe(event)
-        if reported and self.kernel is not None:  # before the PBUs: never behind their PBAs
-            self._kernel_expect(reported)
+        if reported:  # before the PBUs: never behind their PBAs
+            self._note_reports(reported)
         for tx in engine.datagrams_to_send():
             self.send(tx)
         self._send_dhcp(out for out in dhcp_out if out.ifname is None)

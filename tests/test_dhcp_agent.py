@@ -781,6 +781,29 @@ def test_server_offer_goes_on_while_the_pbu_does_and_the_ack_waits_for_the_pba()
     assert result.pbus == [] and later == []
 
 
+def test_a_held_ack_goes_on_early_when_the_pba_accepts_its_address() -> None:
+    """MagService._on_mh reads an accepting PBA from its bytes and calls release_early:
+    the server's ACK held for it goes on at once, and not again with the PBA's intake. An
+    address the PBA does not accept, or an MN with nothing held, releases nothing."""
+    r = rig()
+    agent = r.sites["mag1"].agent
+    [relayed] = to_server(r.from_mn(MN_DHCP, discover(MN_DHCP)))
+    [offer] = to_mn(r.from_server(server_reply(relayed, "offer", KEA_HOA)))
+    [relayed_req] = to_server(r.from_mn(MN_DHCP, selecting(MN_DHCP, offer)))
+    assert r.from_server(server_reply(relayed_req, "ack", KEA_HOA)) == []  # held
+    assert agent.holds_replies()
+    assert not agent.release_early(MN_DHCP, IPv4Address("10.99.0.1").packed)
+    assert not agent.release_early(MN_LMA, KEA_HOA.packed)
+    assert agent.datagrams_to_send() == []
+    assert agent.release_early(MN_DHCP, KEA_HOA.packed)
+    [ack] = to_mn(agent.datagrams_to_send())
+    assert ack.message_type == ACK and ack.yiaddr == KEA_HOA
+    assert not agent.holds_replies()
+    result, out = r.pump()  # the PBA's intake: the grant, and no second ACK
+    assert result.pbas and out == []
+    assert agent.grants[MN_DHCP].hoa == KEA_HOA
+
+
 def test_server_reply_without_option_82_is_matched_by_xid() -> None:
     """RFC 3046 §2.2 says servers echo option 82; one that does not is still matched to
     its MN through the transaction id of the message it answers (RFC 2131 §4.1)."""

@@ -55,6 +55,29 @@ def option_offsets(mh: bytes) -> dict[int, list[int]]:
     return found
 
 
+def accepted_ipv4(mh: bytes) -> tuple[int, bytes] | None:
+    """The sequence number of a PBA, and the IPv4 address it acknowledges, read from its
+    bytes before any decoding, if it accepts the binding (status < 128) and the address
+    (IPv4 Address Ack or HoA Reply, status 0). None for anything else, malformed too: the
+    caller then waits for the decoder, which has the last word on every PBA."""
+    if len(mh) < 12 or mh[2] != 6 or mh[6] >= 128:  # not a PBA, or not accepting
+        return None
+    end = min(len(mh), (mh[1] + 1) * 8)
+    offset = 12
+    while offset + 1 < end:
+        kind = mh[offset]
+        if kind == 0:
+            offset += 1
+            continue
+        size = mh[offset + 1]
+        if kind in IPV4_REPLY_TYPES and size == 6 and offset + 8 <= end:
+            if mh[offset + 2] != 0:
+                return None
+            return int.from_bytes(mh[8:10], "big"), mh[offset + 4 : offset + 8]
+        offset += 2 + size
+    return None
+
+
 def shape_head(mh: bytes) -> bytes:
     """Header, flags, lifetime, and the MN-ID option's type, length and subtype: what a
     PBU's shape is looked up by (sequence number and checksum left out)."""

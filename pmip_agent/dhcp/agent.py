@@ -105,6 +105,7 @@ class DhcpAgent:
         # content), as octets; the addresses are made once the OFFER is out.
         self._offered_addresses: list[tuple[bytes, bytes, bytes | None]] = []
         self.kernel_relay = False  # the daemon's kernel relay passes granted ACKs on
+        self._held_for: dict[bytes, _Client] = {}  # clients with a held_reply, maybe stale
 
     def datagrams_to_send(self) -> list[DhcpSend]:
         out, self._out = self._out, []
@@ -413,6 +414,7 @@ class DhcpAgent:
                 self._pass_to_client(client, msg)  # "meanwhile" (seed §3.1)
                 return
             client.held_reply = msg  # until the PBA grants it (Figure 3, step 4)
+            self._held_for[client.mn_id] = client
             return
         self._pass_to_client(client, msg)
 
@@ -459,6 +461,26 @@ class DhcpAgent:
                 client.waiting = None
         elif kind in (ev.BindingLost, ev.Deregistered):
             self.grants.pop(event.mn_id, None)  # type: ignore[union-attr]
+
+    def holds_replies(self) -> bool:
+        """True while some server's ACK waits here for its PBA."""
+        held = self._held_for
+        if held:  # a reply released, dropped or forgotten elsewhere leaves its entry
+            self._held_for = held = {m: c for m, c in held.items() if c.held_reply is not None}
+        return bool(held)
+
+    def release_early(self, mn_id: bytes, hoa: bytes) -> bool:
+        """A PBA accepting ``hoa`` for ``mn_id`` came in (read from its bytes by the
+        daemon, `templates.accepted_ipv4`): the server's ACK of it, held here, goes on
+        now, before the PBA's intake; the grant follows with `observe`."""
+        client = self._held_for.get(mn_id)
+        held = client.held_reply if client is not None else None
+        if client is None or held is None or held.yiaddr.packed != hoa:
+            return False
+        del self._held_for[mn_id]
+        client.held_reply = None
+        self._pass_to_client(client, held)
+        return True
 
     def _release_held(self, mn_id: bytes) -> None:
         client = self._clients.get(mn_id)
