@@ -31,14 +31,8 @@ from .core.templates import accepted_ipv4
 from .dataplane import LmaDataPlane, MagDataPlane
 from .dhcp import codec as dhcp
 from .dhcp.agent import DhcpAgent, DhcpSend
-from .dhcp.kernel_relay import (
-    KernelRelay,
-    KernelRelayError,
-    mac_of,
-    remove_stale,
-    upstream_of,
-)
-from .dhcp.sockets import DhcpInterfaceSocket, DhcpRelaySocket, rcvmark_works
+from .dhcp.offload import RelayOffload
+from .dhcp.sockets import DhcpInterfaceSocket, DhcpRelaySocket
 from .metrics import Metrics, State
 from .net.access_link import LinkMonitor, RouterSolicitationListener
 from .net.hot_selector import HotSelector
@@ -713,15 +707,9 @@ class MagService(Service):
         self.dhcp_sockets: dict[str, tuple[int, DhcpInterfaceSocket]] = {}
         self.dhcp_relay: DhcpRelaySocket | None = None
         self.dhcp_agent: DhcpAgent | None = None
-        self.kernel: KernelRelay | None = None
-        # The kernel relay's entries per (access ifindex, MN's MAC or None for the link's
-        # own MN): its option 82; and per MN the MAC its DHCP last came from.
-        self._kernel_links: dict[tuple[int, bytes | None], tuple[bytes, bytes]] = {}
-        self._dhcp_macs: dict[bytes, bytes] = {}
-        self._kernel_served: set[bytes] = set()  # the MNs with entries in the kernel
+        self.kernel: RelayOffload | None = None  # mag.dhcp.kernel_relay
         # PBU sequence number -> (MN, the offered address it reports), for _on_mh.
         self._expected: dict[int, tuple[bytes, bytes]] = {}
-        self.kernel_copies = 0  # the kernel's copies read
         if cfg.mag.dhcp.mode != "off":
             self.dhcp_agent = DhcpAgent(
                 self.engine,
@@ -734,11 +722,23 @@ class MagService(Service):
             )
             # Not in self.observers: the MAG's flush hands it events first (replies first).
             if cfg.mag.dhcp.mode == "relay" and cfg.mag.relay_address is not None:
+                lmas = self.engine.settings.lmas.values()
                 if cfg.mag.dhcp.kernel_relay:
-                    self.kernel = self._start_kernel_relay()
+                    self.kernel = RelayOffload.start(
+                        state_dir,
+                        cfg.mag.relay_address,
+                        cfg.mag.dhcp.servers[0],
+                        cfg.mag.proxy_coa,
+                        lmas,
+                        self.dhcp_agent,
+                        self.drops,
+                        self._profile_macs,
+                    )
                     self.dhcp_agent.kernel_relay = self.kernel is not None
-                else:
-                    self._remove_stale_kernel_relay()
+                if self.kernel is None:
+                    RelayOffload.remove_stale(
+                        access, [cfg.mag.dhcp.servers[0], *(lma.lmaa for lma in lmas)]
+                    )
                 self.dhcp_relay = DhcpRelaySocket(
                     cfg.mag.relay_address, self._on_dhcp_server, marks=self.kernel is not None
                 )
@@ -748,133 +748,10 @@ class MagService(Service):
                     self._open_access(name)
         self._saved = saved
 
-    # --- the kernel relay (mag.dhcp.kernel_relay, dhcp/kernel_relay.py) ---------------
-
-    def _start_kernel_relay(self) -> KernelRelay | None:
-        """The programs loaded and attached toward the server, or None (logged): the
-        daemon's own relay then does all of it, as without the setting."""
-        cfg = self.config
-        relay, server = cfg.mag.relay_address, cfg.mag.dhcp.servers[0]
-        assert relay is not None
-        kernel = None
-        try:
-            if not rcvmark_works():
-                raise KernelRelayError("the kernel cannot report marks (SO_RCVMARK: Linux 5.19)")
-            kernel = KernelRelay(Path(cfg.state_dir))
-            upstream = upstream_of(server)
-            kernel.configure(
-                relay.packed,
-                server.packed,
-                socket.if_nametoindex(upstream),
-                cfg.mag.proxy_coa.packed,
-            )
-            kernel.attach(upstream, upstream=True)
-            # The links the LMAs' PBAs come in on (over IPv6): a PBA granting an address
-            # is read there too (relay.c, pba_in).
-            for lma in self.engine.settings.lmas.values():
-                uplink = upstream_of(lma.lmaa) if not lma.over_ipv4 else upstream
-                if uplink not in kernel.attached:
-                    kernel.attach(uplink, upstream=True)
-        except (KernelRelayError, OSError) as exc:
-            if kernel is not None:
-                kernel.close()
-            self.log.error("DHCP kernel relay off, relaying in user space: %s", exc)
-            return None
-        self.log.info("DHCP kernel relay on: replies from %s come in on %s", server, upstream)
-        return kernel
-
-    def _remove_stale_kernel_relay(self) -> None:
-        """A killed daemon's filters stay on the links (a clean stop takes them off)."""
-        cfg = self.config
-        links = [i.name for i in cfg.mag.access_interfaces]
-        lmas = self.engine.settings.lmas.values()
-        toward = [cfg.mag.dhcp.servers[0], *(lma.lmaa for lma in lmas)]
-        for address in toward:
-            with contextlib.suppress(KernelRelayError, OSError):
-                link = upstream_of(address)
-                if link not in links:
-                    links.append(link)
-        removed = remove_stale(links)
-        if removed:
-            self.log.warning(
-                "DHCP kernel relay is off: removed its filters from %s, left by an earlier run",
-                ", ".join(removed),
-            )
-
-    def _kernel_link(self, ifname: str) -> None:
-        """The access program on ``ifname`` (again, when it was re-created), and its MNs."""
-        assert self.kernel is not None
-        try:
-            self.kernel.attach(ifname)
-        except OSError as exc:
-            self.log.warning("DHCP kernel relay: not on %s, relayed in user space: %s", ifname, exc)
-            self.kernel.attached.pop(ifname, None)
-        self._kernel_sync()
-
-    def _kernel_sync(self) -> None:
-        """The kernel's per-MN entries as the profiles, links and refusals now are: only
-        the MNs `DhcpAgent.forward` would relay (the rest take the daemon's path)."""
-        kernel, agent = self.kernel, self.dhcp_agent
-        if kernel is None or agent is None:
-            return
-        want: dict[tuple[int, bytes | None], tuple[bytes, bytes, str]] = {}
-        for ifname, (index, program) in kernel.attached.items():
-            if program != "access_in":
-                continue
-            own = self.iface_mn.get(ifname)
-            if own is not None:
-                if agent.relays(own):
-                    want[(index, None)] = (agent.relay_info(ifname, own), own, ifname)
-                continue
-            for mac, mn_id in self.by_mac.items():
-                if len(mac) == 6 and agent.relays(mn_id):
-                    want[(index, mac)] = (agent.relay_info(ifname, mn_id), mn_id, ifname)
-        self._kernel_served = {mn_id for _info, mn_id, _ifname in want.values()}
-        for key in [k for k in self._kernel_links if k not in want]:
-            kernel.unserve(*key)
-            del self._kernel_links[key]
-        for key, (info, mn_id, ifname) in want.items():
-            if self._kernel_links.get(key) == (info, mn_id):
-                continue
-            try:
-                kernel.serve(key[0], key[1], mac_of(ifname), info)
-            except (OSError, ValueError) as exc:
-                self.drops.warning(
-                    "kernel-relay-map", time.time(), "DHCP kernel relay: %s on %s: %s",
-                    key[1].hex(":") if key[1] else "its MN", ifname, exc,
-                )  # fmt: skip
-                continue
-            self._kernel_links[key] = (info, mn_id)
-
-    def _kernel_observe(self, event: ev.Event) -> None:
-        """Grants into the kernel as the PBAs come: the server's ACK of a granted address
-        then passes there; refused, released or lost, it goes to the daemon again."""
-        kernel = self.kernel
-        assert kernel is not None
-        kind = type(event)
-        if kind is ev.Ipv4Granted:
-            e: ev.Ipv4Granted = event  # type: ignore[assignment]
-            mn_id = e.mn_id
-            last = self._dhcp_macs.get(mn_id)  # the chaddr the server's ACK will carry
-            for mac in (last,) if last is not None else self._macs(mn_id):
-                try:
-                    kernel.grant(mac, e.hoa.packed)
-                except OSError as exc:  # its ACK goes up to the daemon, which passes it on
-                    self.drops.warning("kernel-relay-map", time.time(), "%s", exc)
-            self._answered = True  # its ACK is on the way to the MN: let it read it first
-            agent = self.dhcp_agent
-            if mn_id not in self._kernel_served and agent is not None and agent.relays(mn_id):
-                self._kernel_sync()  # a refusal had taken it out of the kernel
-        elif kind is ev.Ipv4Denied or kind is ev.BindingLost or kind is ev.Deregistered:
-            mn_id = event.mn_id  # type: ignore[attr-defined]
-            for mac in self._macs(mn_id):
-                kernel.revoke(mac)
-            if kind is ev.Ipv4Denied:
-                self._kernel_sync()  # its requests go to the daemon, which refuses them
-
     def _on_mh(self) -> None:
         """Service._on_mh, with a server's ACK held for its PBA passed on first: read
-        from the PBA's bytes (`accepted_ipv4`), ahead of the PBA's intake."""
+        from the PBA's bytes (`accepted_ipv4`), ahead of the PBA's intake. (With
+        require_ipsec, PBAs take _on_mh_ipsec, and such an ACK waits for the intake.)"""
         assert self.mh is not None
         now = time.time()
         batch = self.mh.recv_batch()
@@ -909,30 +786,11 @@ class MagService(Service):
                 expected[pending[0]] = (mn_id, pending[1].packed)
                 listed.append((mn_id, pending[0], pending[1].packed))
         if self.kernel is not None:
-            self._kernel_expect(listed)
+            self.kernel.expect(listed)
 
-    def _kernel_expect(self, listed: list[tuple[bytes, int, bytes]]) -> None:
-        """A PBA accepting one of these (MN, PBU sequence number, address) grants the
-        address in the kernel as it comes in, before the daemon has read it."""
-        kernel = self.kernel
-        assert kernel is not None
-        for mn_id, sequence, hoa in listed:
-            mac = self._dhcp_macs.get(mn_id)
-            if mac is None:
-                continue
-            try:
-                kernel.expect(sequence, mac, hoa)
-            except OSError as exc:  # the daemon grants it when it reads the PBA
-                self.drops.warning("kernel-relay-map", time.time(), "%s", exc)
-
-    def _macs(self, mn_id: bytes) -> set[bytes]:
-        """Every MAC the kernel may know this MN by: its profile's and its DHCP's."""
+    def _profile_macs(self, mn_id: bytes) -> tuple[bytes, ...]:
         profile = self.engine.settings.profiles.get(mn_id)
-        macs = {m for m in profile.link_layer_ids if len(m) == 6} if profile is not None else set()
-        last = self._dhcp_macs.get(mn_id)
-        if last is not None:
-            macs.add(last)
-        return macs
+        return tuple(profile.link_layer_ids) if profile is not None else ()
 
     async def start_async(self) -> None:
         up = await self.links.start()
@@ -950,7 +808,7 @@ class MagService(Service):
     def stop(self) -> None:
         self._catch_up()  # nothing held back is lost on a clean stop
         if self.kernel is not None:
-            self.kernel.close()  # its filters go; the links' other filters stay
+            self.kernel.close()
         for sock in (
             self.mh,
             self.udp,
@@ -1020,7 +878,7 @@ class MagService(Service):
         self._watch(sock, sock.on_readable)
         self.dhcp_sockets[ifname] = (index, sock)
         if self.kernel is not None:
-            self._kernel_link(ifname)
+            self.kernel.link_up(ifname, self.iface_mn, self.by_mac)
 
     def _on_link(self, ifname: str, up: bool) -> None:
         if up:
@@ -1055,7 +913,7 @@ class MagService(Service):
             mn_id = self._known_mn(ifname, mac)
             if mn_id is not None and agent is not None and agent.forward(ifname, mn_id, data, seen):
                 if self.kernel is not None:
-                    self._dhcp_macs[mn_id] = mac
+                    self.kernel.note_mac(mn_id, mac)
                 self._relay_first(agent, ifname, mac, seen)
                 return
             if mn_id is not None and seen.message_type != dhcp.RELEASE:
@@ -1093,14 +951,14 @@ class MagService(Service):
 
     def _kernel_copy(self, ifname: str, seen: dhcp.Peek | None) -> None:
         """The kernel relayed this DISCOVER (its copy is marked): attach the MN."""
-        self.kernel_copies += 1
-        agent = self.dhcp_agent
-        if seen is None or seen.op != 1 or agent is None:
+        kernel, agent = self.kernel, self.dhcp_agent
+        if kernel is None or agent is None or seen is None or seen.op != 1:
             return
+        kernel.copies += 1
         mac = seen.client_mac()
         mn_id = self._known_mn(ifname, mac)
         if mn_id is not None and agent.forward(ifname, mn_id, b"", seen, copy=True):
-            self._dhcp_macs[mn_id] = mac
+            kernel.note_mac(mn_id, mac)
             self._attach(ifname, mac, f"DHCP {seen.name}")
             self.flush()
 
@@ -1117,7 +975,8 @@ class MagService(Service):
         agent = self.dhcp_agent
         seen = dhcp.peek(data) if agent is not None else None
         if copy:  # the kernel passed this OFFER on: its address, for the PBU
-            self.kernel_copies += 1
+            if self.kernel is not None:
+                self.kernel.copies += 1
             if agent is not None and seen is not None:
                 agent.forward_reply(data, seen, time.time(), copy=True)
                 self.flush()
@@ -1247,9 +1106,11 @@ class MagService(Service):
                 agent.observe(event)
             dhcp_out = agent.datagrams_to_send()
             self._send_dhcp(out for out in dhcp_out if out.ifname is not None)
-            if self.kernel is not None:  # after an ACK the PBA released, before the PBUs
+            kernel = self.kernel
+            if kernel is not None:  # after an ACK the PBA released, before the PBUs
                 for event in events:
-                    self._kernel_observe(event)
+                    if kernel.observe(event):
+                        self._answered = True  # its ACK is on its way: the MN reads it first
         if reported:  # before the PBUs: never behind their PBAs
             self._note_reports(reported)
         for tx in engine.datagrams_to_send():
@@ -1316,10 +1177,8 @@ class MagService(Service):
             with contextlib.suppress(OSError):  # not there yet: opened when it comes up
                 self._open_access(name)
         if self.kernel is not None:
-            for name in [n for n in self.kernel.attached if n not in access]:
-                if self.kernel.attached[name][1] == "access_in":
-                    self.kernel.detach(name)
-            self._kernel_sync()
+            self.kernel.links_gone(access)
+            self.kernel.sync(self.iface_mn, self.by_mac)
         # MNs whose profile is gone get no more service.
         for view in list(self.engine.entries()):
             if view.mn_id not in self.engine.settings.profiles:
@@ -1333,13 +1192,9 @@ class MagService(Service):
         status = super().status()
         if self.config.mag.dhcp.kernel_relay:
             kernel = self.kernel
-            status["dhcp_kernel_relay"] = {
-                "active": kernel is not None,
-                "links": sorted(kernel.attached) if kernel is not None else [],
-                "entries": len(self._kernel_links),
-                "copies_read": self.kernel_copies,
-                **(kernel.stats() if kernel is not None else {}),
-            }
+            status["dhcp_kernel_relay"] = (
+                kernel.status() if kernel is not None else {"active": False}
+            )
         return status
 
     def describe(self, event: ev.Event) -> tuple[int, str]:

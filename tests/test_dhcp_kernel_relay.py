@@ -144,6 +144,26 @@ def test_stop_removes_only_its_filters(kr_lab: DhcpLab) -> None:
     assert f"pref {PRIO}" not in _filters(kr_lab, "mag1", "k0")
 
 
+def test_a_reload_takes_a_removed_profile_out_of_the_kernel(kr_lab: DhcpLab) -> None:
+    """`pmipctl reload` without dhcp@example.net's profile: its entry leaves the kernel,
+    so its DISCOVER goes up to the daemon, which gives it no service; the other MN
+    stays."""
+    mag = kr_lab.mags["mag1"]
+    ns = kr_lab.attach_mn("dhcp@example.net")
+    wait_for(lambda: kernel(kr_lab)["entries"] == 2, 5, what="both MNs in the kernel")
+    config = yaml.safe_load(mag.config_path.read_text())
+    config["mobile_nodes"] = [m for m in config["mobile_nodes"] if m["mn_id"] != "dhcp@example.net"]
+    mag.config_path.write_text(yaml.safe_dump(config))
+    assert mag.ctl("reload").returncode == 0
+    assert kernel(kr_lab)["entries"] == 1
+    before = kernel(kr_lab)
+    with pytest.raises(AssertionError, match="udhcpc lease"):
+        kr_lab.client(ns, "udhcpc", "udhcpc-gone", timeout=4)
+    after = kernel(kr_lab)
+    assert after["to_server"] == before["to_server"] and after["to_mn"] == before["to_mn"]
+    assert "has no policy profile" in mag.log_text()
+
+
 def test_filters_a_killed_daemon_left_are_replaced_or_removed(kr_lab: DhcpLab) -> None:
     """kill -9 leaves the filters (no clean stop took them off). Started again with the
     kernel relay, the daemon replaces them; started without it, it removes them, and

@@ -133,6 +133,12 @@ def _link_key(ifindex: int, mac: bytes | None) -> bytes:
     )
 
 
+class _Expect(ctypes.Structure):
+    """relay.c's struct expect."""
+
+    _fields_ = (("mac", ctypes.c_uint64), ("hoa", ctypes.c_uint32), ("pad", ctypes.c_uint32))
+
+
 class KernelRelay:
     """The loaded programs and their maps; one per MAG daemon."""
 
@@ -198,10 +204,13 @@ class KernelRelay:
 
     def expect(self, sequence: int, mac: bytes, hoa: bytes) -> None:
         """A PBU with this sequence number reports ``hoa`` for this MN: a PBA accepting
-        it grants it in the kernel, before the daemon has read the PBA."""
+        it grants it in the kernel, before the daemon has read the PBA. Called just
+        before that PBU leaves: plain ctypes values, no buffers built."""
         key = ctypes.c_uint32(sequence)
-        value = ctypes.create_string_buffer(mac_key(mac).to_bytes(8, "little") + hoa + bytes(4), 16)
-        if self._bpf.lib.bpf_map_update_elem(self._maps["expects"], ctypes.byref(key), value, 0):
+        value = _Expect(mac_key(mac), int.from_bytes(hoa, "little"), 0)
+        if self._bpf.lib.bpf_map_update_elem(
+            self._maps["expects"], ctypes.byref(key), ctypes.byref(value), 0
+        ):
             raise OSError(ctypes.get_errno(), "kernel relay: cannot update map expects")
 
     def revoke(self, mac: bytes) -> None:

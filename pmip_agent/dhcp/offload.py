@@ -1,0 +1,225 @@
+"""The MAG's side of the kernel relay (mag.dhcp.kernel_relay): keeps `KernelRelay`'s
+maps in step with the MAG, so that the kernel relays exactly what `DhcpAgent.forward`
+would, and lets an ACK through only for an address the LMA granted.
+
+- Which MNs the kernel serves, per access link: those the agent relays (a dhcp-server
+  mode profile, an LMA to serve it, not refused), each with its option 82. Synced at
+  start, when an access link (re)appears, on reload and on a refusal or a grant.
+- Grants: from the engine's events (`observe`), keyed by the MAC the MN's DHCP came
+  from; revoked when the LMA refuses the address or the binding ends.
+- Expected PBAs: each PBU that reports an offered address, by sequence number
+  (`expect`), so that the kernel grants the address as an accepting PBA comes in.
+
+Errors on the maps are logged (rate-limited) and leave the message to the daemon's own
+relay: the kernel relay only ever makes the common case faster."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable, Iterable
+from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
+from typing import Any
+
+from ..core import events as ev
+from ..net.ratelimit import RateLimitedLog
+from .agent import DhcpAgent
+from .kernel_relay import KernelRelay, KernelRelayError, mac_of, remove_stale, upstream_of
+from .sockets import rcvmark_works
+
+log = logging.getLogger("pmip.mag")
+
+
+class RelayOffload:
+    def __init__(
+        self,
+        kernel: KernelRelay,
+        agent: DhcpAgent,
+        drops: RateLimitedLog,
+        macs_of: Callable[[bytes], Iterable[bytes]],
+    ) -> None:
+        self.kernel = kernel
+        self.agent = agent
+        self.drops = drops
+        self._profile_macs = macs_of  # an MN's link-layer ids from its profile
+        # Per (access ifindex, MN's MAC or None for the link's own MN): option 82, MN.
+        self._links: dict[tuple[int, bytes | None], tuple[bytes, bytes]] = {}
+        self._served: set[bytes] = set()  # the MNs with entries in the kernel
+        self._dhcp_macs: dict[bytes, bytes] = {}  # per MN, the chaddr of its last DHCP
+        self._iface_mn: dict[str, bytes] = {}  # as of the last sync
+        self._by_mac: dict[bytes, bytes] = {}
+        self.copies = 0  # the kernel's marked copies the daemon read
+
+    @classmethod
+    def start(
+        cls,
+        state_dir: Path,
+        relay: IPv4Address,
+        server: IPv4Address,
+        proxy_coa: IPv6Address,
+        lmas: Iterable[Any],
+        agent: DhcpAgent,
+        drops: RateLimitedLog,
+        macs_of: Callable[[bytes], Iterable[bytes]],
+    ) -> RelayOffload | None:
+        """The programs loaded and attached toward the server and the LMAs, or None
+        (logged): the daemon's own relay then does all of it, as without the setting."""
+        kernel = None
+        try:
+            if not rcvmark_works():
+                raise KernelRelayError("the kernel cannot report marks (SO_RCVMARK: Linux 5.19)")
+            kernel = KernelRelay(state_dir)
+            upstream = upstream_of(server)
+            kernel.configure(
+                relay.packed, server.packed, socket.if_nametoindex(upstream), proxy_coa.packed
+            )
+            kernel.attach(upstream, upstream=True)
+            # The links the LMAs' PBAs come in on (over IPv6): a PBA granting an address
+            # is read there too (relay.c, pba_in).
+            for lma in lmas:
+                uplink = upstream_of(lma.lmaa) if not lma.over_ipv4 else upstream
+                if uplink not in kernel.attached:
+                    kernel.attach(uplink, upstream=True)
+        except (KernelRelayError, OSError) as exc:
+            if kernel is not None:
+                kernel.close()
+            log.error("DHCP kernel relay off, relaying in user space: %s", exc)
+            return None
+        log.info("DHCP kernel relay on: replies from %s come in on %s", server, upstream)
+        return cls(kernel, agent, drops, macs_of)
+
+    @staticmethod
+    def remove_stale(access: list[str], toward: list[object]) -> None:
+        """A killed daemon's filters stay on the links (a clean stop takes them off):
+        their programs would go on relaying beside a daemon that does not read their
+        copies. Off the access links and the links toward ``toward``."""
+        links = list(access)
+        for address in toward:
+            with contextlib.suppress(KernelRelayError, OSError):
+                link = upstream_of(address)
+                if link not in links:
+                    links.append(link)
+        removed = remove_stale(links)
+        if removed:
+            log.warning(
+                "DHCP kernel relay is off: removed its filters from %s, left by an earlier run",
+                ", ".join(removed),
+            )
+
+    # --- links and MNs ----------------------------------------------------------------
+
+    def link_up(self, ifname: str, iface_mn: dict[str, bytes], by_mac: dict[bytes, bytes]) -> None:
+        """The access program on ``ifname`` (again, when it was re-created), and its MNs."""
+        try:
+            self.kernel.attach(ifname)
+        except OSError as exc:
+            log.warning("DHCP kernel relay: not on %s, relayed in user space: %s", ifname, exc)
+            self.kernel.attached.pop(ifname, None)
+        self.sync(iface_mn, by_mac)
+
+    def links_gone(self, access: set[str]) -> None:
+        """Access links no longer configured: their filters go."""
+        for name, (_index, program) in list(self.kernel.attached.items()):
+            if program == "access_in" and name not in access:
+                self.kernel.detach(name)
+
+    def sync(self, iface_mn: dict[str, bytes], by_mac: dict[bytes, bytes]) -> None:
+        """The kernel's per-MN entries as the profiles, links and refusals now are: only
+        the MNs `DhcpAgent.forward` would relay (the rest take the daemon's path)."""
+        self._iface_mn, self._by_mac = iface_mn, by_mac
+        kernel, agent = self.kernel, self.agent
+        want: dict[tuple[int, bytes | None], tuple[bytes, bytes, str]] = {}
+        for ifname, (index, program) in kernel.attached.items():
+            if program != "access_in":
+                continue
+            own = iface_mn.get(ifname)
+            if own is not None:
+                if agent.relays(own):
+                    want[(index, None)] = (agent.relay_info(ifname, own), own, ifname)
+                continue
+            for mac, mn_id in by_mac.items():
+                if len(mac) == 6 and agent.relays(mn_id):
+                    want[(index, mac)] = (agent.relay_info(ifname, mn_id), mn_id, ifname)
+        self._served = {mn_id for _info, mn_id, _ifname in want.values()}
+        for key in [k for k in self._links if k not in want]:
+            kernel.unserve(*key)
+            del self._links[key]
+        for key, (info, mn_id, ifname) in want.items():
+            if self._links.get(key) == (info, mn_id):
+                continue
+            try:
+                kernel.serve(key[0], key[1], mac_of(ifname), info)
+            except (OSError, ValueError) as exc:
+                self.drops.warning(
+                    "kernel-relay-map", time.time(), "DHCP kernel relay: %s on %s: %s",
+                    key[1].hex(":") if key[1] else "its MN", ifname, exc,
+                )  # fmt: skip
+                continue
+            self._links[key] = (info, mn_id)
+
+    def note_mac(self, mn_id: bytes, mac: bytes) -> None:
+        """The MAC ``mn_id``'s DHCP came from: the chaddr its server's ACK will carry."""
+        self._dhcp_macs[mn_id] = mac
+
+    # --- grants and expected PBAs -------------------------------------------------------
+
+    def observe(self, event: ev.Event) -> bool:
+        """Grants into the kernel as the PBAs come: the server's ACK of a granted address
+        then passes there; refused, released or lost, it goes to the daemon again. True
+        for a grant (its ACK is on its way to the MN, in the kernel or from the agent)."""
+        kernel = self.kernel
+        kind = type(event)
+        if kind is ev.Ipv4Granted:
+            e: ev.Ipv4Granted = event  # type: ignore[assignment]
+            mn_id = e.mn_id
+            last = self._dhcp_macs.get(mn_id)
+            for mac in (last,) if last is not None else self._macs(mn_id):
+                try:
+                    kernel.grant(mac, e.hoa.packed)
+                except OSError as exc:  # its ACK goes up to the daemon, which passes it on
+                    self.drops.warning("kernel-relay-map", time.time(), "%s", exc)
+            if mn_id not in self._served and self.agent.relays(mn_id):
+                self.sync(self._iface_mn, self._by_mac)  # a refusal had taken it out
+            return True
+        if kind is ev.Ipv4Denied or kind is ev.BindingLost or kind is ev.Deregistered:
+            mn_id = event.mn_id  # type: ignore[attr-defined]
+            for mac in self._macs(mn_id):
+                kernel.revoke(mac)
+            if kind is ev.Ipv4Denied:
+                self.sync(self._iface_mn, self._by_mac)  # its requests go to the daemon
+        return False
+
+    def expect(self, listed: list[tuple[bytes, int, bytes]]) -> None:
+        """A PBA accepting one of these (MN, PBU sequence number, address) grants the
+        address in the kernel as it comes in, before the daemon has read it."""
+        for mn_id, sequence, hoa in listed:
+            mac = self._dhcp_macs.get(mn_id)
+            if mac is None:
+                continue
+            try:
+                self.kernel.expect(sequence, mac, hoa)
+            except OSError as exc:  # the daemon grants it when it reads the PBA
+                self.drops.warning("kernel-relay-map", time.time(), "%s", exc)
+
+    def _macs(self, mn_id: bytes) -> set[bytes]:
+        """Every MAC the kernel may know this MN by: its profile's and its DHCP's."""
+        macs = {m for m in self._profile_macs(mn_id) if len(m) == 6}
+        last = self._dhcp_macs.get(mn_id)
+        if last is not None:
+            macs.add(last)
+        return macs
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "active": True,
+            "links": sorted(self.kernel.attached),
+            "entries": len(self._links),
+            "copies_read": self.copies,
+            **self.kernel.stats(),
+        }
+
+    def close(self) -> None:
+        self.kernel.close()  # its filters go; the links' other filters stay
