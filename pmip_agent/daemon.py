@@ -708,8 +708,8 @@ class MagService(Service):
         self.dhcp_relay: DhcpRelaySocket | None = None
         self.dhcp_agent: DhcpAgent | None = None
         self.kernel: RelayOffload | None = None  # mag.dhcp.kernel_relay
-        # PBU sequence number -> (MN, the offered address it reports), for _on_mh.
-        self._expected: dict[int, tuple[bytes, bytes]] = {}
+        # PBU sequence number -> (MN, the offered address it reports, the LMA), for _on_mh.
+        self._expected: dict[int, tuple[bytes, bytes, IPv6Address]] = {}
         if cfg.mag.dhcp.mode != "off":
             self.dhcp_agent = DhcpAgent(
                 self.engine,
@@ -763,12 +763,12 @@ class MagService(Service):
         self.flush()
 
     def _release_early(self, agent: DhcpAgent, batch: list[tuple[bytes, IPv6Address]]) -> None:
-        for data, _src in batch:
+        for data, src in batch:
             seen = accepted_ipv4(data)
             if seen is None:
                 continue
             expected = self._expected.get(seen[0])
-            if expected is not None and expected[1] == seen[1]:
+            if expected is not None and expected[1] == seen[1] and expected[2] == src:
                 del self._expected[seen[0]]
                 agent.release_early(expected[0], seen[1])
         self._send_dhcp(agent.datagrams_to_send())
@@ -783,8 +783,9 @@ class MagService(Service):
         for mn_id in reported:
             pending = self.engine.reporting_ipv4(mn_id)
             if pending is not None:
-                expected[pending[0]] = (mn_id, pending[1].packed)
-                listed.append((mn_id, pending[0], pending[1].packed))
+                sequence, hoa, lmaa = pending
+                expected[sequence] = (mn_id, hoa.packed, lmaa)
+                listed.append((mn_id, sequence, hoa.packed, lmaa.packed))
         if self.kernel is not None:
             self.kernel.expect(listed)
 

@@ -346,13 +346,15 @@ class MagEngine:
         e = self._bul.get(mn_id)
         return self._view(e) if e else None
 
-    def reporting_ipv4(self, mn_id: bytes) -> tuple[int, IPv4Address] | None:
-        """The sequence number of the PBU now out for ``mn_id`` and the IPv4 address it
-        reports, while it registers one: what its PBA will accept, or not."""
+    def reporting_ipv4(self, mn_id: bytes) -> tuple[int, IPv4Address, IPv6Address] | None:
+        """The sequence number of the PBU now out for ``mn_id``, the IPv4 address it
+        reports and the LMA it goes to, while it registers one: what its PBA, from that
+        LMA, will accept or not."""
         e = self._bul.get(mn_id)
-        if e is None or e.state != REGISTERING or not e.requested_hoa:
+        lma = self.settings.lmas.get(e.lma_name) if e is not None else None
+        if e is None or lma is None or e.state != REGISTERING or not e.requested_hoa:
             return None
-        return e.latest_sequence, e.requested_hoa
+        return e.latest_sequence, e.requested_hoa, lma.lmaa
 
     # --- registration ---------------------------------------------------------------
 

@@ -136,7 +136,12 @@ def _link_key(ifindex: int, mac: bytes | None) -> bytes:
 class _Expect(ctypes.Structure):
     """relay.c's struct expect."""
 
-    _fields_ = (("mac", ctypes.c_uint64), ("hoa", ctypes.c_uint32), ("pad", ctypes.c_uint32))
+    _fields_ = (
+        ("mac", ctypes.c_uint64),
+        ("hoa", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+        ("lmaa", ctypes.c_ubyte * 16),  # not c_char: that would stop at a zero octet
+    )
 
 
 class KernelRelay:
@@ -202,12 +207,14 @@ class KernelRelay:
         ):
             raise OSError(ctypes.get_errno(), "kernel relay: cannot update map grants")
 
-    def expect(self, sequence: int, mac: bytes, hoa: bytes) -> None:
-        """A PBU with this sequence number reports ``hoa`` for this MN: a PBA accepting
-        it grants it in the kernel, before the daemon has read the PBA. Called just
-        before that PBU leaves: plain ctypes values, no buffers built."""
+    def expect(self, sequence: int, mac: bytes, hoa: bytes, lmaa: bytes) -> None:
+        """A PBU with this sequence number reports ``hoa`` for this MN to the LMA at
+        ``lmaa``: a PBA from it accepting the address grants it in the kernel, before the
+        daemon has read the PBA. Called just before that PBU leaves."""
         key = ctypes.c_uint32(sequence)
-        value = _Expect(mac_key(mac), int.from_bytes(hoa, "little"), 0)
+        value = _Expect(
+            mac_key(mac), int.from_bytes(hoa, "little"), 0, (ctypes.c_ubyte * 16)(*lmaa)
+        )
         if self._bpf.lib.bpf_map_update_elem(
             self._maps["expects"], ctypes.byref(key), ctypes.byref(value), 0
         ):

@@ -192,15 +192,15 @@ class RelayOffload:
                 self.sync(self._iface_mn, self._by_mac)  # its requests go to the daemon
         return False
 
-    def expect(self, listed: list[tuple[bytes, int, bytes]]) -> None:
-        """A PBA accepting one of these (MN, PBU sequence number, address) grants the
-        address in the kernel as it comes in, before the daemon has read it."""
-        for mn_id, sequence, hoa in listed:
+    def expect(self, listed: list[tuple[bytes, int, bytes, bytes]]) -> None:
+        """A PBA accepting one of these (MN, PBU sequence number, address, from LMA)
+        grants the address in the kernel as it comes in, before the daemon has read it."""
+        for mn_id, sequence, hoa, lmaa in listed:
             mac = self._dhcp_macs.get(mn_id)
             if mac is None:
                 continue
             try:
-                self.kernel.expect(sequence, mac, hoa)
+                self.kernel.expect(sequence, mac, hoa, lmaa)
             except OSError as exc:  # the daemon grants it when it reads the PBA
                 self.drops.warning("kernel-relay-map", time.time(), "%s", exc)
 

@@ -53,6 +53,7 @@ struct expect { // per PBU sequence number: a PBU reporting an address the serve
     __u64 mac;
     __u32 hoa;
     __u32 pad;
+    __u8 lmaa[16]; // the LMA it went to, which alone may answer it
 };
 
 struct link_key {
@@ -299,6 +300,9 @@ static __always_inline int pba_in(struct __sk_buff *skb, struct conf *cf) {
     __u32 seq = ((__u32)mh[8] << 8) | mh[9];
     struct expect *ex = bpf_map_lookup_elem(&expects, &seq);
     if (!ex)
+        return TC_ACT_OK;
+    __u32 *from = (__u32 *)&ip6->saddr, *lma = (__u32 *)ex->lmaa;
+    if (from[0] != lma[0] || from[1] != lma[1] || from[2] != lma[2] || from[3] != lma[3])
         return TC_ACT_OK;
     __u32 off = MH_AT + 12, stop = MH_AT + ((__u32)mh[1] + 1) * 8;
     for (int k = 0; k < MAX_MH_OPTIONS && off < stop; k++) {
