@@ -67,6 +67,7 @@ for extra in (ROOT, ROOT / "tests", HERE):
 
 NAME = "relay_floor"
 BPF_SOURCE = HERE / "relay_floor_bpf.c"
+BPF_INCLUDE = ROOT / "pmip_agent" / "dhcp" / "bpf"  # bootp.h, shared with the kernel relay
 BPF_HEADERS = Path("/usr/include/bpf/bpf_helpers.h")
 TC_INGRESS = "ffff:fff2"
 ECHO_PORT = 5555
@@ -223,22 +224,13 @@ def relay(relay_ip: str, kea_ip: str, lmaa: str, coa: str, info_hex: str, hold: 
 
 
 class _Libbpf:
-    """The libbpf calls the kernel relay needs, through ctypes: libbpf1 comes with
-    iproute2, and the object is compiled at start, so there is no skeleton to link."""
+    """The kernel relay's libbpf calls (pmip_agent/dhcp/kernel_relay.py), for an object
+    compiled here with the lab's values."""
 
     def __init__(self) -> None:
-        lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
-        ptr = ctypes.c_void_p
-        lib.bpf_object__open_file.restype = ptr
-        lib.bpf_object__open_file.argtypes = [ctypes.c_char_p, ptr]
-        lib.bpf_object__load.argtypes = [ptr]
-        for find in ("bpf_object__find_program_by_name", "bpf_object__find_map_by_name"):
-            getattr(lib, find).restype = ptr
-            getattr(lib, find).argtypes = [ptr, ctypes.c_char_p]
-        lib.bpf_program__fd.argtypes = [ptr]
-        lib.bpf_map__fd.argtypes = [ptr]
-        lib.bpf_map_update_elem.argtypes = [ctypes.c_int, ptr, ptr, ctypes.c_uint64]
-        self.lib = lib
+        from pmip_agent.dhcp.kernel_relay import Libbpf
+
+        self.lib = Libbpf().lib
         self.obj: int | None = None
 
     def load(self, path: Path) -> None:
@@ -296,7 +288,7 @@ def kernel_relay(
     subprocess.run(
         [
             "clang", "-O2", "-g", "-target", "bpf",
-            f"-I/usr/include/{sysconfig.get_config_var('MULTIARCH')}",
+            f"-I/usr/include/{sysconfig.get_config_var('MULTIARCH')}", f"-I{BPF_INCLUDE}",
             f"-DRELAY_IP={_as_u32(relay_ip)}", f"-DKEA_IP={_as_u32(kea_ip)}",
             f"-DK0_IF={k0}", f"-DACC_IF={acc}", f"-DHOLD={int(hold == 'lma')}",
             f"-DINFO_LEN={len(info)}", f"-DINFO={_octets(info)}",

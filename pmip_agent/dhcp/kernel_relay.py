@@ -46,14 +46,19 @@ class KernelRelayError(Exception):
     """The kernel relay cannot run here; the message says what is missing."""
 
 
-def _source() -> bytes:
-    return resources.files("pmip_agent.dhcp").joinpath("bpf/relay.c").read_bytes()
+SOURCES = ("relay.c", "bootp.h")  # in pmip_agent/dhcp/bpf; relay.c includes bootp.h
+
+
+def _sources() -> dict[str, bytes]:
+    bpf = resources.files("pmip_agent.dhcp").joinpath("bpf")
+    return {name: bpf.joinpath(name).read_bytes() for name in SOURCES}
 
 
 def build(state_dir: Path) -> Path:
-    """The compiled object, built with clang once per version of relay.c."""
-    source = _source()
-    obj = state_dir / f"dhcp-relay-{hashlib.sha256(source).hexdigest()[:16]}.o"
+    """The compiled object, built with clang once per version of the sources."""
+    sources = _sources()
+    digest = hashlib.sha256(b"".join(sources[name] for name in SOURCES)).hexdigest()[:16]
+    obj = state_dir / f"dhcp-relay-{digest}.o"
     if obj.exists():
         return obj
     clang = shutil.which("clang")
@@ -61,24 +66,28 @@ def build(state_dir: Path) -> Path:
     include = Path("/usr/include") / multiarch
     if clang is None or not Path("/usr/include/bpf/bpf_helpers.h").exists():
         raise KernelRelayError(f"clang and the libbpf headers are needed ({APT_HINT})")
-    src = state_dir / (obj.stem + ".c")
-    src.write_bytes(source)
+    work = state_dir / f"dhcp-relay-{digest}.src"
+    work.mkdir(exist_ok=True)
+    for name, text in sources.items():
+        (work / name).write_bytes(text)
     tmp = obj.with_suffix(".tmp")
     run = subprocess.run(
-        [clang, "-O2", "-g", "-target", "bpf", f"-I{include}", "-c", str(src), "-o", str(tmp)],
+        [clang, "-O2", "-g", "-target", "bpf", f"-I{include}", "-c", str(work / "relay.c"),
+         "-o", str(tmp)],
         capture_output=True,
         text=True,
         check=False,
-    )
-    src.unlink(missing_ok=True)
+    )  # fmt: skip
+    shutil.rmtree(work, ignore_errors=True)
     if run.returncode != 0:
         raise KernelRelayError(f"clang failed on relay.c: {run.stderr.strip()[-400:]}")
     tmp.replace(obj)
     return obj
 
 
-class _Libbpf:
-    """The libbpf calls needed, through ctypes (libbpf1): no skeleton to link."""
+class Libbpf:
+    """The libbpf calls needed, through ctypes (libbpf1): no skeleton to link. Also
+    bench/relay_floor.py's."""
 
     def __init__(self) -> None:
         try:
@@ -149,7 +158,7 @@ class KernelRelay:
 
     def __init__(self, state_dir: Path) -> None:
         obj_path = build(state_dir)
-        self._bpf = _Libbpf()
+        self._bpf = Libbpf()
         lib = self._bpf.lib
         obj = lib.bpf_object__open_file(str(obj_path).encode(), None)
         if not obj:
