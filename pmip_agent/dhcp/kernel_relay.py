@@ -1,18 +1,21 @@
 """The relay hook's common messages relayed in the kernel (mag.dhcp.kernel_relay).
 
-`bpf/relay.c` holds two tc programs: one on each access link's ingress, one on the
-ingress of the link toward the DHCP server. They pass a known MN's DISCOVER and
-SELECTING REQUEST to the server, and the server's OFFER and granted ACK to the MN, with
-the edits the daemon's relay makes, so that no process wakes up for them. A marked copy
-(`MARK`) of each DISCOVER and OFFER still reaches the daemon, which attaches the MN and
-reports the offered address to the LMA from them. Everything else (other message types,
-an ACK the LMA has not granted yet, a server whose neighbour is not resolved, anything
-unusual) goes up the stack untouched and takes the daemon's own path.
+`bpf/relay.c` (with `bpf/bootp.h`) holds two tc programs: `access_in` on each access
+link's ingress, `uplink_in` on the ingress of the links toward the DHCP server and the
+LMAs. They pass a known MN's DISCOVER and SELECTING REQUEST to the server, and the
+server's OFFER and granted ACK to the MN, with the edits the daemon's relay makes, so
+that no process wakes up for them. A marked copy (`MARK`) of each DISCOVER and OFFER
+still reaches the daemon, which attaches the MN and reports the offered address to the
+LMA from them; an accepting PBA for an expected PBU grants its address as it passes.
+Everything else (other message types, an ACK the LMA has not granted yet, a server
+whose neighbour is not resolved, anything unusual) goes up the stack untouched and takes
+the daemon's own path.
 
 This module is the I/O around those programs: it compiles the object (clang, cached in
 the state directory), loads it (libbpf, through ctypes), attaches the programs with
-pyroute2 under their own priority, and keeps the maps: per MN and access link, the
-option 82 it is relayed with; per MN, the address the LMA granted it.
+pyroute2 under their own priority, and writes the maps: per MN and access link, the
+option 82 it is relayed with; per MN, the address the LMA granted it; per PBU sequence
+number, the address a PBA may grant. `offload.RelayOffload` decides what goes in them.
 """
 
 from __future__ import annotations
