@@ -37,24 +37,9 @@ int acc_in(struct __sk_buff *skb) {
     __u32 end_at, info_at, kind;
     if (walk(skb, &end_at, &info_at, &kind) || info_at)
         return TC_ACT_OK;
-    __u32 len = end_at + sizeof(relay_tail);
-    if (len < MIN_LEN)
-        len = MIN_LEN;
-    if (bpf_skb_change_tail(skb, len, 0))
-        return TC_ACT_SHOT;
-    if (bpf_skb_store_bytes(skb, end_at & 0x7ff, relay_tail, sizeof(relay_tail), 0))
-        return TC_ACT_SHOT;
-    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
-    if (data + BOOTP_AT + 28 > end)
-        return TC_ACT_SHOT;
-    __u8 *bootp = data + BOOTP_AT;
-    bootp[3] += 1;
-    *(__u32 *)(bootp + 24) = RELAY_IP;
-    set_udp_ip(data, len, 67, RELAY_IP, KEA_IP);
-    struct ethhdr *eth = data;
     __u8 to[6] = {KEA_MAC}, from[6] = {K0_MAC};
-    __builtin_memcpy(eth->h_dest, to, 6);
-    __builtin_memcpy(eth->h_source, from, 6);
+    if (relay_up(skb, end_at, relay_tail, sizeof(relay_tail), RELAY_IP, KEA_IP, to, from))
+        return TC_ACT_SHOT;
     return bpf_redirect(K0_IF, 0);
 }
 
@@ -85,26 +70,9 @@ int k0_in(struct __sk_buff *skb) {
     } else if (kind != OFFER && kind != ACK && kind != NAK) {
         return TC_ACT_OK;
     }
-    // END where option 82 began, zeros after it, then trimmed to the BOOTP minimum
-    __u8 end_option = 255;
-    if (bpf_skb_store_bytes(skb, info_at & 0x7ff, &end_option, 1, 0))
+    __u8 from[6] = {ACC_MAC};
+    if (relay_down(skb, info_at, zeros, sizeof(zeros), RELAY_IP, from))
         return TC_ACT_SHOT;
-    if (bpf_skb_store_bytes(skb, (info_at + 1) & 0x7ff, zeros, 2 + INFO_LEN, 0))
-        return TC_ACT_SHOT;
-    __u32 len = info_at + 1;
-    if (len < MIN_LEN)
-        len = MIN_LEN;
-    if (bpf_skb_change_tail(skb, len, 0))
-        return TC_ACT_SHOT;
-    data = (void *)(long)skb->data;
-    end = (void *)(long)skb->data_end;
-    if (data + BOOTP_AT > end)
-        return TC_ACT_SHOT;
-    set_udp_ip(data, len, 68, RELAY_IP, 0xffffffff);
-    struct ethhdr *eth = data;
-    __u8 to[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, from[6] = {ACC_MAC};
-    __builtin_memcpy(eth->h_dest, to, 6);
-    __builtin_memcpy(eth->h_source, from, 6);
     return bpf_redirect(ACC_IF, 0);
 }
 

@@ -93,3 +93,55 @@ static __always_inline void set_udp_ip(void *data, __u32 len, __u16 dport, __u32
     iph->tot_len = bpf_htons(len - ETH_LEN);
     iph->check = ip_checksum(iph);
 }
+
+// An MN's request, relayed up: `tail` (option 82 and END) where END was, hops + 1, giaddr,
+// IPv4/UDP from the relay to the server, Ethernet from `smac` to `dmac`. 0, or -1: drop it
+// (the message may be half rewritten).
+static __always_inline int relay_up(struct __sk_buff *skb, __u32 end_at, const void *tail,
+                                    __u32 tail_len, __u32 relay_ip, __u32 server_ip,
+                                    const __u8 *dmac, const __u8 *smac) {
+    __u32 len = end_at + tail_len;
+    if (len < MIN_LEN)
+        len = MIN_LEN;
+    if (bpf_skb_change_tail(skb, len, 0))
+        return -1;
+    if (bpf_skb_store_bytes(skb, end_at & 0x7ff, tail, tail_len, 0))
+        return -1;
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    if (data + BOOTP_AT + 28 > end)
+        return -1;
+    __u8 *bootp = data + BOOTP_AT;
+    bootp[3] += 1;
+    *(__u32 *)(bootp + 24) = relay_ip;
+    set_udp_ip(data, len, 67, relay_ip, server_ip);
+    struct ethhdr *eth = data;
+    __builtin_memcpy(eth->h_dest, dmac, 6);
+    __builtin_memcpy(eth->h_source, smac, 6);
+    return 0;
+}
+
+// A server's reply, relayed down: END where option 82 (at `info_at`, the last option)
+// began, `zeros_len` zeros over the rest of it and the old END, trimmed to the BOOTP
+// minimum, and a broadcast to the MN from the relay and `from`. 0, or -1: drop it.
+static __always_inline int relay_down(struct __sk_buff *skb, __u32 info_at, const void *zeros,
+                                      __u32 zeros_len, __u32 relay_ip, const __u8 *from) {
+    __u8 end_option = 255;
+    if (bpf_skb_store_bytes(skb, info_at & 0x7ff, &end_option, 1, 0))
+        return -1;
+    if (bpf_skb_store_bytes(skb, (info_at + 1) & 0x7ff, zeros, zeros_len, 0))
+        return -1;
+    __u32 len = info_at + 1;
+    if (len < MIN_LEN)
+        len = MIN_LEN;
+    if (bpf_skb_change_tail(skb, len, 0))
+        return -1;
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    if (data + BOOTP_AT > end)
+        return -1;
+    set_udp_ip(data, len, 68, relay_ip, 0xffffffff);
+    struct ethhdr *eth = data;
+    __u8 to[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    __builtin_memcpy(eth->h_dest, to, 6);
+    __builtin_memcpy(eth->h_source, from, 6);
+    return 0;
+}

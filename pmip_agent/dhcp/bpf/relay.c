@@ -166,24 +166,8 @@ int access_in(struct __sk_buff *skb) {
     __u32 relay_ip = cf->relay_ip, server_ip = cf->server_ip;
     if ((kind & 0xff) == DISCOVER)
         copy_up(skb); // the daemon attaches the MN
-    __u32 len = end_at + tail_len;
-    if (len < MIN_LEN)
-        len = MIN_LEN;
-    if (bpf_skb_change_tail(skb, len, 0))
+    if (relay_up(skb, end_at, link->tail, tail_len, relay_ip, server_ip, fib.dmac, fib.smac))
         return TC_ACT_SHOT;
-    if (bpf_skb_store_bytes(skb, end_at & 0x7ff, link->tail, tail_len, 0))
-        return TC_ACT_SHOT;
-    data = (void *)(long)skb->data;
-    end = (void *)(long)skb->data_end;
-    if (data + BOOTP_AT + 28 > end)
-        return TC_ACT_SHOT;
-    bootp = data + BOOTP_AT;
-    bootp[3] += 1;
-    *(__u32 *)(bootp + 24) = relay_ip;
-    set_udp_ip(data, len, 67, relay_ip, server_ip);
-    struct ethhdr *eth = data;
-    __builtin_memcpy(eth->h_dest, fib.dmac, 6);
-    __builtin_memcpy(eth->h_source, fib.smac, 6);
     count(STAT_TO_SERVER);
     return bpf_redirect(fib.ifindex, 0);
 }
@@ -301,27 +285,9 @@ int uplink_in(struct __sk_buff *skb) {
     __u32 access_if = key.ifindex;
     __u8 from[6];
     __builtin_memcpy(from, link->access_mac, 6);
-    // END where option 82 began, zeros after it, then trimmed to the BOOTP minimum
-    __u8 end_option = 255;
-    if (bpf_skb_store_bytes(skb, info_at & 0x7ff, &end_option, 1, 0))
+    // zeros over the rest of option 82 and the old END: gone - 1 octets, 1..TAIL_MAX
+    if (relay_down(skb, info_at, zeros, ((gone - 2) & (TAIL_MAX - 1)) + 1, relay_ip, from))
         return TC_ACT_SHOT;
-    if (bpf_skb_store_bytes(skb, (info_at + 1) & 0x7ff, zeros, ((gone - 2) & (TAIL_MAX - 1)) + 1,
-                            0))
-        return TC_ACT_SHOT;
-    __u32 len = info_at + 1;
-    if (len < MIN_LEN)
-        len = MIN_LEN;
-    if (bpf_skb_change_tail(skb, len, 0))
-        return TC_ACT_SHOT;
-    data = (void *)(long)skb->data;
-    end = (void *)(long)skb->data_end;
-    if (data + BOOTP_AT > end)
-        return TC_ACT_SHOT;
-    set_udp_ip(data, len, 68, relay_ip, 0xffffffff);
-    struct ethhdr *eth = data;
-    __u8 to[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
-    __builtin_memcpy(eth->h_dest, to, 6);
-    __builtin_memcpy(eth->h_source, from, 6);
     count(STAT_TO_MN);
     return bpf_redirect(access_if, 0);
 }
