@@ -147,11 +147,14 @@ class RelayOffload:
         for key in [k for k in self._links if k not in want]:
             kernel.unserve(*key)
             del self._links[key]
+        own_macs: dict[str, bytes] = {}  # per access link, read from sysfs once
         for key, (info, mn_id, ifname) in want.items():
             if self._links.get(key) == (info, mn_id):
                 continue
             try:
-                kernel.serve(key[0], key[1], mac_of(ifname), info)
+                if ifname not in own_macs:
+                    own_macs[ifname] = mac_of(ifname)
+                kernel.serve(key[0], key[1], own_macs[ifname], info)
             except (OSError, ValueError) as exc:
                 self.drops.warning(
                     "kernel-relay-map", time.time(), "DHCP kernel relay: %s on %s: %s",
