@@ -1007,8 +1007,10 @@ class MagService(Service):
                     if self.dhcp_relay is not None:
                         self.dhcp_relay.send(out.data, out.dest)
                 elif out.ifname in self.dhcp_sockets:
-                    self.dhcp_sockets[out.ifname][1].send(out.data, out.dest)
                     self._answered = True
+                    if self.kernel is not None and self.kernel.sent_already(out.data):
+                        continue  # its PBA released it in the kernel
+                    self.dhcp_sockets[out.ifname][1].send(out.data, out.dest)
             except OSError as exc:
                 self.drops.warning(
                     "dhcp-send-failed", time.time(), "cannot send DHCP to %s: %s", out.dest, exc

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -88,6 +89,44 @@ def test_flow3_relayed_in_the_kernel(kr_lab: DhcpLab, client: str) -> None:
     pba = [s.ts for s in seen if (s.ifname, s.out, s.kind) == ("tr0", False, "PBA")]
     acks = [s.ts for s in seen if (s.ifname, s.out, s.kind) == ("acc1", True, "ACK")]
     assert pba and acks and acks[0] > pba[0], seen
+
+
+def test_an_ack_before_its_pba_leaves_from_the_kernel_once(kr_lab: DhcpLab) -> None:
+    """Kea's ACK comes in before the PBA: the LMA is stopped until the kernel has counted
+    the ACK it cannot pass yet. The PBA then releases the copy the kernel kept (relay.c,
+    release), and the daemon, which held its own copy, does not send it again: the MN
+    sees one ACK, after the PBA, and the daemon still reads that PBA."""
+    mn = "dhcp@example.net"
+    ns = kr_lab.attach_mn(mn)
+    wait_for(lambda: "acc1" in kernel(kr_lab)["links"], 5, what="acc1's filter")
+    lma = kr_lab.lma.proc
+    assert lma is not None
+    sniffer = Sniffer(kr_lab.ns_mag["mag1"], ("acc1", "tr0"))
+    leases: list[dict[str, str]] = []
+    client = threading.Thread(
+        target=lambda: leases.append(kr_lab.client(ns, "dhclient", "kr-held"))
+    )
+    lma.send_signal(signal.SIGSTOP)
+    try:
+        client.start()
+        wait_for(lambda: kernel(kr_lab)["ack_up"] >= 1, 10, what="Kea's ACK, held")
+    finally:
+        lma.send_signal(signal.SIGCONT)
+    client.join(30)
+    seen = sniffer.drain()
+    sniffer.close()
+    assert leases and IPv4Address(leases[0]["ip"]) in IPv4Network("10.50.0.0/24"), leases
+    status = kernel(kr_lab)
+    assert status["acks_released"] == 1 and status["pba_grants"] == 1, status
+    acks = [s.ts for s in seen if (s.ifname, s.out, s.kind) == ("acc1", True, "ACK")]
+    pba = [s.ts for s in seen if (s.ifname, s.out, s.kind) == ("tr0", False, "PBA")]
+    assert len(acks) == 1 and pba and acks[0] > pba[0], seen
+    binding = wait_for(lambda: kr_lab.lma_binding(mn), 5, what="binding")
+    assert binding["ipv4_hoa"] == leases[0]["ip"]
+    # The daemon read the PBA's copy: the MAG's own entry is registered with the address.
+    rows = kr_lab.mags["mag1"].ctl_json("bindings")
+    assert any(r["mn_id"] == mn and r["registered"] and r["ipv4_hoa"] == leases[0]["ip"]
+               for r in rows), rows  # fmt: skip
 
 
 def test_refused_mn_gets_no_ack_from_the_kernel(kr_lab: DhcpLab) -> None:

@@ -6,7 +6,9 @@ LMAs. They pass a known MN's DISCOVER and SELECTING REQUEST to the server, and t
 server's OFFER and granted ACK to the MN, with the edits the daemon's relay makes, so
 that no process wakes up for them. A marked copy (`MARK`) of each DISCOVER and OFFER
 still reaches the daemon, which attaches the MN and reports the offered address to the
-LMA from them; an accepting PBA for an expected PBU grants its address as it passes.
+LMA from them; an accepting PBA for an expected PBU grants its address as it passes, and
+sends on the server's ACK of it if that came first (a copy waits in the kernel beside the
+one the daemon holds; `KernelRelay.released` tells the daemon not to send its own).
 Everything else (other message types, an ACK the LMA has not granted yet, a server
 whose neighbour is not resolved, anything unusual) goes up the stack untouched and takes
 the daemon's own path.
@@ -39,7 +41,8 @@ PRIO = 0x5EED  # the filters' tc priority: ours to replace and delete, no one el
 TC_INGRESS = "ffff:fff2"
 ETH_P_ALL = 3
 TAIL_MAX = 128  # relay.c: option 82 and END
-STATS = ("to_server", "to_mn", "no_route", "ack_up", "pba_grants")  # relay.c: stats slots
+# relay.c's stats slots, in order
+STATS = ("to_server", "to_mn", "no_route", "ack_up", "pba_grants", "acks_released")
 APT_HINT = "apt-get install clang libbpf-dev"
 
 T = TypeVar("T")
@@ -50,6 +53,8 @@ class KernelRelayError(Exception):
 
 
 SOURCES = ("relay.c", "bootp.h")  # in pmip_agent/dhcp/bpf; relay.c includes bootp.h
+# -mcpu=v3: relay.c's compare-and-swap (BPF atomics, Linux 5.12).
+CFLAGS = ("-O2", "-g", "-target", "bpf", "-mcpu=v3")
 
 
 def _sources() -> dict[str, bytes]:
@@ -60,7 +65,8 @@ def _sources() -> dict[str, bytes]:
 def build(state_dir: Path) -> Path:
     """The compiled object, built with clang once per version of the sources."""
     sources = _sources()
-    digest = hashlib.sha256(b"".join(sources[name] for name in SOURCES)).hexdigest()[:16]
+    flags = " ".join(CFLAGS).encode()
+    digest = hashlib.sha256(b"".join([flags, *(sources[n] for n in SOURCES)])).hexdigest()[:16]
     obj = state_dir / f"dhcp-relay-{digest}.o"
     if obj.exists():
         return obj
@@ -75,8 +81,7 @@ def build(state_dir: Path) -> Path:
         (work / name).write_bytes(text)
     tmp = obj.with_suffix(".tmp")
     run = subprocess.run(
-        [clang, "-O2", "-g", "-target", "bpf", f"-I{include}", "-c", str(work / "relay.c"),
-         "-o", str(tmp)],
+        [clang, *CFLAGS, f"-I{include}", "-c", str(work / "relay.c"), "-o", str(tmp)],
         capture_output=True,
         text=True,
         check=False,
@@ -156,6 +161,27 @@ class _Expect(ctypes.Structure):
     )
 
 
+HELD_MAX = 1024  # relay.c: a held ACK's frame
+HELD_RELEASED = 2  # relay.c: struct held's state once the kernel sent it
+
+
+class _Held(ctypes.Structure):
+    """relay.c's struct held."""
+
+    _fields_ = (
+        ("state", ctypes.c_uint32),
+        ("len", ctypes.c_uint32),
+        ("info_at", ctypes.c_uint32),
+        ("gone", ctypes.c_uint32),
+        ("yiaddr", ctypes.c_uint32),
+        ("xid", ctypes.c_ubyte * 4),  # as on the wire
+        ("access_if", ctypes.c_uint32),
+        ("own_link", ctypes.c_uint32),
+        ("at_ns", ctypes.c_uint64),
+        ("frame", ctypes.c_ubyte * HELD_MAX),
+    )
+
+
 class KernelRelay:
     """The loaded programs and their maps; one per MAG daemon."""
 
@@ -173,7 +199,7 @@ class KernelRelay:
         self._obj = obj
         self._maps = {
             name: int(lib.bpf_map__fd(lib.bpf_object__find_map_by_name(obj, name.encode())))
-            for name in ("conf", "links", "attached", "grants", "expects", "stats")
+            for name in ("conf", "links", "attached", "grants", "expects", "held", "stats")
         }
         self.attached: dict[str, tuple[int, str]] = {}  # ifname -> (ifindex, program)
 
@@ -236,6 +262,21 @@ class KernelRelay:
         key = mac_key(mac).to_bytes(8, "little")
         self._delete("grants", key)
         self._delete("attached", key)
+        self._delete("held", key)
+
+    def released(self, mac: bytes, xid: bytes) -> bool:
+        """True when the kernel already sent this MN the server's ACK with this xid, on
+        the PBA that granted it (relay.c, release). Either way a held copy of that ACK
+        leaves the kernel's held map: the daemon's copy is the only one from here on."""
+        key = ctypes.c_uint64(mac_key(mac))
+        value = _Held()
+        fd = self._maps["held"]
+        if self._bpf.lib.bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(value)):
+            return False  # ENOENT: the kernel holds nothing for this MN
+        if bytes(value.xid) != xid:
+            return False  # another exchange's
+        self._bpf.lib.bpf_map_delete_elem(fd, ctypes.byref(key))
+        return value.state == HELD_RELEASED
 
     def stats(self) -> dict[str, int]:
         """The programs' counters, summed over CPUs."""

@@ -8,7 +8,9 @@ would, and lets an ACK through only for an address the LMA granted.
 - Grants: from the engine's events (`observe`), keyed by the MAC the MN's DHCP came
   from; revoked when the LMA refuses the address or the binding ends.
 - Expected PBAs: each PBU that reports an offered address, by sequence number
-  (`expect`), so that the kernel grants the address as an accepting PBA comes in.
+  (`expect`), so that the kernel grants the address as an accepting PBA comes in, and
+  sends on the server's ACK of it that came first. The daemon's copy of that ACK is then
+  not sent (`sent_already`).
 
 Errors on the maps are logged (rate-limited) and leave the message to the daemon's own
 relay: the kernel relay only ever makes the common case faster."""
@@ -206,6 +208,17 @@ class RelayOffload:
                 self.kernel.expect(sequence, mac, hoa, lmaa)
             except OSError as exc:  # the daemon grants it when it reads the PBA
                 self.drops.warning("kernel-relay-map", time.time(), "%s", exc)
+
+    def sent_already(self, data: bytes) -> bool:
+        """True for a server's reply to an MN (BOOTP ``data``) that the kernel sent on
+        already: an ACK that came before its PBA, which the PBA released in the kernel
+        (relay.c, release) while the daemon held its own copy. That copy is not sent."""
+        if len(data) < 34 or data[0] != 2:
+            return False
+        try:
+            return self.kernel.released(data[28:34], data[4:8])
+        except OSError:
+            return False
 
     def _macs(self, mn_id: bytes) -> set[bytes]:
         """Every MAC the kernel may know this MN by: its profile's and its DHCP's."""

@@ -10,10 +10,14 @@
 //   - the server's OFFER, or an ACK of the address the LMA granted (the grants map), loses
 //     option 82 and goes to the MN as a broadcast on its access link. An OFFER also goes
 //     up marked: the daemon reports its address to the LMA in a PBU. An ACK not granted
-//     yet goes up unmarked, and the daemon holds it until the PBA;
+//     yet goes up unmarked, and the daemon holds it until the PBA; a copy of it waits
+//     here too (the held map);
 //   - a PBA (over IPv6, in the clear) that accepts the address a PBU the daemon listed
 //     in expects reported puts it in grants at once, so that the server's ACK need not
-//     wait for the daemon to read the PBA. The PBA itself goes on to the daemon.
+//     wait for the daemon to read the PBA. If that ACK came first and waits in held, the
+//     PBA goes up as a marked copy and becomes the ACK, which leaves for the MN: no
+//     process wakes up between the PBA and the ACK. The daemon sees the entry released
+//     and does not send its own copy again.
 // Anything else, or anything unusual, goes up the stack untouched (TC_ACT_OK), where the
 // daemon relays it as it would without these programs.
 #include <linux/ipv6.h>
@@ -61,7 +65,33 @@ struct attached { // per MN, written here when its request goes up to the server
     __u32 own_link; // its mn_link is the link's own (key.mac 0)
 };
 
-enum { STAT_TO_SERVER, STAT_TO_MN, STAT_NO_ROUTE, STAT_ACK_UP, STAT_PBA_GRANT, STAT_N };
+#define HELD_MAX 1024 // a held ACK's frame; a longer one waits for the daemon alone
+#define HELD_NS 4000000000ULL // a held ACK older than this is the daemon's alone
+#define HELD 1
+#define RELEASED 2 // the kernel sent it: kernel_relay.py reads this, and deletes the entry
+
+struct held { // per MN's MAC: a server's ACK that came before the PBA granting it
+    __u32 state; // HELD or RELEASED
+    __u32 len; // of frame: MIN_LEN..HELD_MAX
+    __u32 info_at; // where its option 82 begins
+    __u32 gone; // its option 82 and END: the MN's mn_link tail_len
+    __u32 yiaddr;
+    __u32 xid;
+    __u32 access_if;
+    __u32 own_link;
+    __u64 at_ns; // bpf_ktime_get_ns when it came
+    __u8 frame[HELD_MAX]; // as it came from the server, Ethernet header first
+};
+
+enum {
+    STAT_TO_SERVER,
+    STAT_TO_MN,
+    STAT_NO_ROUTE,
+    STAT_ACK_UP,
+    STAT_PBA_GRANT,
+    STAT_ACK_RELEASED,
+    STAT_N
+};
 
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
@@ -97,6 +127,20 @@ struct {
     __type(key, __u32); // the PBU's sequence number
     __type(value, struct expect);
 } expects SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 1024); // held for a few ms each; an evicted one is the daemon's
+    __type(key, __u64); // the MN's MAC
+    __type(value, struct held);
+} held SEC(".maps");
+
+struct { // where an ACK is built before it goes into held (too big for the stack)
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct held);
+} held_scratch SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -179,7 +223,47 @@ int access_in(struct __sk_buff *skb) {
 #define OPT_IPV4_HOA_REPLY 37 // RFC 5844: the same layout
 #define MAX_MH_OPTIONS 16
 
-// A PBA accepting the address an expected PBU reported: into grants. Always TC_ACT_OK.
+// The ACK in held for this MN and address, if there is one, in place of the PBA in `skb`:
+// the PBA goes up as a marked copy first, then the ACK leaves for the MN. TC_ACT_OK when
+// there is none; TC_ACT_SHOT when it cannot be built (the entry is HELD again: the
+// daemon, reading the PBA's copy, sends its own).
+static __always_inline int release(struct __sk_buff *skb, struct conf *cf, __u64 mac,
+                                   __u32 hoa) {
+    struct held *h = bpf_map_lookup_elem(&held, &mac);
+    if (!h || h->state != HELD || h->yiaddr != hoa || bpf_ktime_get_ns() - h->at_ns > HELD_NS)
+        return TC_ACT_OK;
+    struct link_key key = {.mac = h->own_link ? 0 : mac, .ifindex = h->access_if};
+    struct mn_link *link = bpf_map_lookup_elem(&links, &key);
+    __u32 len = h->len, gone = h->gone, info_at = h->info_at;
+    if (!link || link->tail_len != gone || gone < 3 || gone > TAIL_MAX || len < OPTIONS_AT ||
+        len > HELD_MAX)
+        return TC_ACT_OK; // no longer relayed so (a reload): the daemon's
+    len = ((len - 1) & (HELD_MAX - 1)) + 1; // 1..HELD_MAX, for the verifier
+    if (!__sync_bool_compare_and_swap(&h->state, HELD, RELEASED))
+        return TC_ACT_OK; // the same PBA, on another CPU, got there first
+    skb->mark = MARK;
+    int copied = bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS);
+    skb->mark = 0;
+    if (copied) {
+        h->state = HELD;
+        return TC_ACT_OK;
+    }
+    __u32 relay_ip = cf->relay_ip, access_if = key.ifindex;
+    __u8 from[6];
+    __builtin_memcpy(from, link->access_mac, 6);
+    if (bpf_skb_change_proto(skb, bpf_htons(ETH_P_IP), 0) || bpf_skb_change_tail(skb, len, 0) ||
+        bpf_skb_store_bytes(skb, 0, h->frame, len, 0) ||
+        relay_down(skb, info_at, zeros, ((gone - 2) & (TAIL_MAX - 1)) + 1, relay_ip, from)) {
+        h->state = HELD;
+        return TC_ACT_SHOT;
+    }
+    count(STAT_ACK_RELEASED);
+    count(STAT_TO_MN);
+    return bpf_redirect(access_if, 0);
+}
+
+// A PBA accepting the address an expected PBU reported: into grants, and the ACK of it
+// that came first, if any, to the MN (release). Else TC_ACT_OK.
 static __always_inline int pba_in(struct __sk_buff *skb, struct conf *cf) {
     if (bpf_skb_pull_data(skb, skb->len))
         return TC_ACT_OK;
@@ -200,7 +284,7 @@ static __always_inline int pba_in(struct __sk_buff *skb, struct conf *cf) {
     __u32 *from = (__u32 *)&ip6->saddr, *lma = (__u32 *)ex->lmaa;
     if (from[0] != lma[0] || from[1] != lma[1] || from[2] != lma[2] || from[3] != lma[3])
         return TC_ACT_OK;
-    __u32 off = MH_AT + 12, stop = MH_AT + ((__u32)mh[1] + 1) * 8;
+    __u32 off = MH_AT + 12, stop = MH_AT + ((__u32)mh[1] + 1) * 8, hoa = 0;
     for (int k = 0; k < MAX_MH_OPTIONS && off < stop; k++) {
         off &= 0x3ff;
         __u8 *p = data + off;
@@ -213,18 +297,42 @@ static __always_inline int pba_in(struct __sk_buff *skb, struct conf *cf) {
         if ((void *)(p + 8) > end)
             return TC_ACT_OK;
         if ((p[0] == OPT_IPV4_ADDRESS_ACK || p[0] == OPT_IPV4_HOA_REPLY) && p[1] == 6) {
-            __u32 hoa = *(__u32 *)(p + 4);
-            if (p[2] == 0 && hoa == ex->hoa) { // status: success, and the address reported
-                __u64 mac = ex->mac;
-                bpf_map_update_elem(&grants, &mac, &hoa, BPF_ANY);
-                bpf_map_delete_elem(&expects, &seq);
-                count(STAT_PBA_GRANT);
-            }
-            return TC_ACT_OK;
+            if (p[2] != 0) // status: not success
+                return TC_ACT_OK;
+            hoa = *(__u32 *)(p + 4);
+            break;
         }
         off += 2 + p[1];
     }
-    return TC_ACT_OK;
+    if (!hoa || hoa != ex->hoa) // none, or not the address reported
+        return TC_ACT_OK;
+    __u64 mac = ex->mac;
+    bpf_map_update_elem(&grants, &mac, &hoa, BPF_ANY);
+    bpf_map_delete_elem(&expects, &seq);
+    count(STAT_PBA_GRANT);
+    return release(skb, cf, mac, hoa);
+}
+
+// A server's ACK that the LMA has not granted yet: a copy into held, for release.
+static __always_inline void hold(struct __sk_buff *skb, __u64 mac, struct link_key *key,
+                                 __u32 info_at, __u32 gone, __u32 yiaddr, __u32 xid) {
+    __u32 zero = 0, len = skb->len;
+    struct held *h = bpf_map_lookup_elem(&held_scratch, &zero);
+    if (!h || len < OPTIONS_AT || len > HELD_MAX)
+        return;
+    len = ((len - 1) & (HELD_MAX - 1)) + 1;
+    if (bpf_skb_load_bytes(skb, 0, h->frame, len))
+        return;
+    h->state = HELD;
+    h->len = len;
+    h->info_at = info_at;
+    h->gone = gone;
+    h->yiaddr = yiaddr;
+    h->xid = xid;
+    h->access_if = key->ifindex;
+    h->own_link = key->mac == 0;
+    h->at_ns = bpf_ktime_get_ns();
+    bpf_map_update_elem(&held, &mac, h, BPF_ANY);
 }
 
 SEC("tc")
@@ -252,7 +360,7 @@ int uplink_in(struct __sk_buff *skb) {
     if (iph->daddr != relay_ip || iph->saddr != cf->server_ip ||
         *(__u32 *)(bootp + 24) != relay_ip)
         return TC_ACT_OK;
-    __u32 yiaddr = *(__u32 *)(bootp + 16);
+    __u32 yiaddr = *(__u32 *)(bootp + 16), xid = *(__u32 *)(bootp + 4);
     __u64 mac = 0;
     __builtin_memcpy(&mac, bootp + 28, 6);
     struct attached *at = bpf_map_lookup_elem(&attached, &mac);
@@ -276,7 +384,10 @@ int uplink_in(struct __sk_buff *skb) {
     if (kind == ACK) {
         __u32 *granted = bpf_map_lookup_elem(&grants, &mac);
         if (!granted || *granted != yiaddr) {
-            count(STAT_ACK_UP); // the daemon holds it until the PBA grants it
+            // The daemon holds it until the PBA grants it; so does held, and the PBA's
+            // program (release) is usually first.
+            hold(skb, mac, &key, info_at, gone, yiaddr, xid);
+            count(STAT_ACK_UP);
             return TC_ACT_OK;
         }
     } else {
