@@ -775,19 +775,16 @@ class MagService(Service):
 
     def _note_reports(self, reported: list[bytes]) -> None:
         """The PBUs about to leave for these MNs' offered addresses, by sequence number:
-        what _on_mh, and the kernel relay, recognise their PBAs by."""
+        what _on_mh recognises their PBAs by. (The kernel relay reads the PBUs as they
+        leave: relay.c, uplink_out.)"""
         expected = self._expected
         if len(expected) > 1024:  # PBAs lost or refused: sequence numbers come round
             expected.clear()
-        listed = []
         for mn_id in reported:
             pending = self.engine.reporting_ipv4(mn_id)
             if pending is not None:
                 sequence, hoa, lmaa = pending
                 expected[sequence] = (mn_id, hoa.packed, lmaa)
-                listed.append((mn_id, sequence, hoa.packed, lmaa.packed))
-        if self.kernel is not None:
-            self.kernel.expect(listed)
 
     def _profile_macs(self, mn_id: bytes) -> tuple[bytes, ...]:
         profile = self.engine.settings.profiles.get(mn_id)

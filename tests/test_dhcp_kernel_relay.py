@@ -48,9 +48,9 @@ def kernel(env: DhcpLab, mag: str = "mag1") -> dict[str, Any]:
     return status
 
 
-def _filters(env: DhcpLab, mag: str, ifname: str) -> str:
+def _filters(env: DhcpLab, mag: str, ifname: str, direction: str = "ingress") -> str:
     return subprocess.run(
-        ["ip", "netns", "exec", env.ns_mag[mag], "tc", "filter", "show", "dev", ifname, "ingress"],
+        ["ip", "netns", "exec", env.ns_mag[mag], "tc", "filter", "show", "dev", ifname, direction],
         capture_output=True,
         text=True,
         check=False,
@@ -84,7 +84,8 @@ def test_flow3_relayed_in_the_kernel(kr_lab: DhcpLab, client: str) -> None:
     # passed on if the PBA came first, else held by the daemon until it did.
     assert status["to_server"] >= 1 and status["copies_read"] >= 1, status
     assert status["to_mn"] >= 1 and status["to_mn"] + status["ack_up"] >= 2, str(status)
-    # The LMA's PBA, read on tr0 as it came in, granted the address in the kernel.
+    # The PBU, read on tr0 as it left, and its PBA, read there as it came in, granted the
+    # address in the kernel.
     assert status["pba_grants"] == 1, str(status)
     pba = [s.ts for s in seen if (s.ifname, s.out, s.kind) == ("tr0", False, "PBA")]
     acks = [s.ts for s in seen if (s.ifname, s.out, s.kind) == ("acc1", True, "ACK")]
@@ -177,10 +178,12 @@ def test_stop_removes_only_its_filters(kr_lab: DhcpLab) -> None:
     wait_for(lambda: f"pref {PRIO} bpf" in _filters(kr_lab, "mag1", "acc1"), 5, what="filter")
     # Another user's filter: classic BPF, "return 0" (TC_ACT_OK) in direct-action mode.
     kr_lab.lab.run(ns_mag, "tc filter add dev acc1 ingress pref 7 bpf da bytecode '1,6 0 0 0,'")
+    assert f"pref {PRIO} bpf" in _filters(kr_lab, "mag1", "tr0", "egress")  # the PBUs' reader
     kr_lab.mags["mag1"].stop()
     left = _filters(kr_lab, "mag1", "acc1")
     assert f"pref {PRIO}" not in left and "pref 7 bpf" in left
     assert f"pref {PRIO}" not in _filters(kr_lab, "mag1", "k0")
+    assert f"pref {PRIO}" not in _filters(kr_lab, "mag1", "tr0", "egress")
 
 
 def test_a_reload_takes_a_removed_profile_out_of_the_kernel(kr_lab: DhcpLab) -> None:
@@ -227,6 +230,7 @@ def test_filters_a_killed_daemon_left_are_replaced_or_removed(kr_lab: DhcpLab) -
     assert f"pref {PRIO}" not in _filters(kr_lab, "mag1", "k0")
     assert "removed its filters from acc1, k0, tr0" in mag.log_text()
     assert f"pref {PRIO}" not in _filters(kr_lab, "mag1", "tr0")
+    assert f"pref {PRIO}" not in _filters(kr_lab, "mag1", "tr0", "egress")
     lease = kr_lab.client(ns, "udhcpc", "udhcpc-after-kill")
     assert IPv4Address(lease["ip"]) in IPv4Network("10.50.0.0/24")
 

@@ -16,8 +16,10 @@ the daemon's own path.
 This module is the I/O around those programs: it compiles the object (clang, cached in
 the state directory), loads it (libbpf, through ctypes), attaches the programs with
 pyroute2 under their own priority, and writes the maps: per MN and access link, the
-option 82 it is relayed with; per MN, the address the LMA granted it; per PBU sequence
-number, the address a PBA may grant. `offload.RelayOffload` decides what goes in them.
+option 82 it is relayed with; per MN, the address the LMA granted it.
+`offload.RelayOffload` decides what goes in them. The address a PBA may grant, per PBU
+sequence number, the kernel reads from the PBUs themselves as they leave (uplink_out, on
+the egress of the links toward the LMAs): no system call on the PBU's path.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import TypeVar
 MARK = 0x5EED  # the copies' skb mark, as in relay.c
 PRIO = 0x5EED  # the filters' tc priority: ours to replace and delete, no one else's
 TC_INGRESS = "ffff:fff2"
+TC_EGRESS = "ffff:fff3"
 ETH_P_ALL = 3
 TAIL_MAX = 128  # relay.c: option 82 and END
 # relay.c's stats slots, in order
@@ -150,17 +153,6 @@ def _link_key(ifindex: int, mac: bytes | None) -> bytes:
     )
 
 
-class _Expect(ctypes.Structure):
-    """relay.c's struct expect."""
-
-    _fields_ = (
-        ("mac", ctypes.c_uint64),
-        ("hoa", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
-        ("lmaa", ctypes.c_ubyte * 16),  # not c_char: that would stop at a zero octet
-    )
-
-
 HELD_MAX = 1024  # relay.c: a held ACK's frame
 HELD_RELEASED = 2  # relay.c: struct held's state once the kernel sent it
 
@@ -202,6 +194,7 @@ class KernelRelay:
             for name in ("conf", "links", "attached", "grants", "expects", "held", "stats")
         }
         self.attached: dict[str, tuple[int, str]] = {}  # ifname -> (ifindex, program)
+        self.egress: set[str] = set()  # links with uplink_out too
 
     # --- maps -----------------------------------------------------------------------
 
@@ -245,19 +238,6 @@ class KernelRelay:
         ):
             raise OSError(ctypes.get_errno(), "kernel relay: cannot update map grants")
 
-    def expect(self, sequence: int, mac: bytes, hoa: bytes, lmaa: bytes) -> None:
-        """A PBU with this sequence number reports ``hoa`` for this MN to the LMA at
-        ``lmaa``: a PBA from it accepting the address grants it in the kernel, before the
-        daemon has read the PBA. Called just before that PBU leaves."""
-        key = ctypes.c_uint32(sequence)
-        value = _Expect(
-            mac_key(mac), int.from_bytes(hoa, "little"), 0, (ctypes.c_ubyte * 16)(*lmaa)
-        )
-        if self._bpf.lib.bpf_map_update_elem(
-            self._maps["expects"], ctypes.byref(key), ctypes.byref(value), 0
-        ):
-            raise OSError(ctypes.get_errno(), "kernel relay: cannot update map expects")
-
     def revoke(self, mac: bytes) -> None:
         key = mac_key(mac).to_bytes(8, "little")
         self._delete("grants", key)
@@ -298,12 +278,15 @@ class KernelRelay:
         found = lib.bpf_object__find_program_by_name(self._obj, program.encode())
         return int(lib.bpf_program__fd(found))
 
-    def attach(self, ifname: str, upstream: bool = False) -> None:
+    def attach(self, ifname: str, upstream: bool = False, pbus: bool = False) -> None:
         """On ``ifname``'s ingress (again, when the link was re-created): ``upstream``, a
-        link toward the server or an LMA."""
+        link toward the server or an LMA. ``pbus``: a link toward an LMA, whose PBUs are
+        read on its egress too (uplink_out)."""
         program = "uplink_in" if upstream else "access_in"
         index = socket.if_nametoindex(ifname)
-        fd = self._program_fd(program)
+        filters = [(TC_INGRESS, program, self._program_fd(program))]
+        if pbus:
+            filters.append((TC_EGRESS, "uplink_out", self._program_fd("uplink_out")))
 
         def tc() -> None:
             from pyroute2 import IPRoute
@@ -315,22 +298,25 @@ class KernelRelay:
                 except NetlinkError as exc:
                     if exc.code != errno.EEXIST:
                         raise
-                ipr.tc(
-                    "replace-filter",
-                    "bpf",
-                    index,
-                    1,
-                    fd=fd,
-                    name=program,
-                    parent=TC_INGRESS,
-                    prio=PRIO,
-                    protocol=ETH_P_ALL,
-                    classid=1,
-                    direct_action=True,
-                )
+                for parent, name, fd in filters:
+                    ipr.tc(
+                        "replace-filter",
+                        "bpf",
+                        index,
+                        1,
+                        fd=fd,
+                        name=name,
+                        parent=parent,
+                        prio=PRIO,
+                        protocol=ETH_P_ALL,
+                        classid=1,
+                        direct_action=True,
+                    )
 
         _in_thread(tc)
         self.attached[ifname] = (index, program)
+        if pbus:
+            self.egress.add(ifname)
 
     def detach(self, ifname: str) -> None:
         """Our filter only: another user's filters and the clsact qdisc stay."""
@@ -338,18 +324,23 @@ class KernelRelay:
         if found is None:
             return
         index = found[0]
+        parents = [TC_INGRESS]
+        if ifname in self.egress:
+            self.egress.discard(ifname)
+            parents.append(TC_EGRESS)
 
         def tc() -> None:
             from pyroute2 import IPRoute
             from pyroute2.netlink.exceptions import NetlinkError
 
             with IPRoute() as ipr:
-                try:
-                    ipr.tc("del-filter", "bpf", index, 1, parent=TC_INGRESS, prio=PRIO,
-                           protocol=ETH_P_ALL)  # fmt: skip
-                except NetlinkError as exc:
-                    if exc.code not in (errno.ENOENT, errno.ENODEV, errno.EINVAL):
-                        raise
+                for parent in parents:
+                    try:
+                        ipr.tc("del-filter", "bpf", index, 1, parent=parent, prio=PRIO,
+                               protocol=ETH_P_ALL)  # fmt: skip
+                    except NetlinkError as exc:
+                        if exc.code not in (errno.ENOENT, errno.ENODEV, errno.EINVAL):
+                            raise
 
         _in_thread(tc)
 
@@ -372,13 +363,17 @@ def remove_stale(ifnames: list[str]) -> list[str]:
         removed = []
         with IPRoute() as ipr:
             for ifname in ifnames:
-                try:
-                    index = socket.if_nametoindex(ifname)
-                    ipr.tc("del-filter", "bpf", index, 1, parent=TC_INGRESS, prio=PRIO,
-                           protocol=ETH_P_ALL)  # fmt: skip
-                except (OSError, NetlinkError):
-                    continue  # no such link, no clsact, or no filter of ours
-                removed.append(ifname)
+                found = False
+                for parent in (TC_INGRESS, TC_EGRESS):
+                    try:
+                        index = socket.if_nametoindex(ifname)
+                        ipr.tc("del-filter", "bpf", index, 1, parent=parent, prio=PRIO,
+                               protocol=ETH_P_ALL)  # fmt: skip
+                    except (OSError, NetlinkError):
+                        continue  # no such link, no clsact, or no filter of ours
+                    found = True
+                if found:
+                    removed.append(ifname)
         return removed
 
     return _in_thread(tc)

@@ -7,10 +7,10 @@ would, and lets an ACK through only for an address the LMA granted.
   start, when an access link (re)appears, on reload and on a refusal or a grant.
 - Grants: from the engine's events (`observe`), keyed by the MAC the MN's DHCP came
   from; revoked when the LMA refuses the address or the binding ends.
-- Expected PBAs: each PBU that reports an offered address, by sequence number
-  (`expect`), so that the kernel grants the address as an accepting PBA comes in, and
-  sends on the server's ACK of it that came first. The daemon's copy of that ACK is then
-  not sent (`sent_already`).
+- Expected PBAs: the kernel reads each PBU that asks for an address as it leaves, so
+  that it grants the address as an accepting PBA comes in, and sends on the server's
+  ACK of it that came first. The daemon's copy of that ACK is then not sent
+  (`sent_already`).
 
 Errors on the maps are logged (rate-limited) and leave the message to the daemon's own
 relay: the kernel relay only ever makes the common case faster."""
@@ -78,13 +78,12 @@ class RelayOffload:
             kernel.configure(
                 relay.packed, server.packed, socket.if_nametoindex(upstream), proxy_coa.packed
             )
-            kernel.attach(upstream, upstream=True)
-            # The links the LMAs' PBAs come in on (over IPv6): a PBA granting an address
-            # is read there too (relay.c, pba_in).
-            for lma in lmas:
-                uplink = upstream_of(lma.lmaa) if not lma.over_ipv4 else upstream
-                if uplink not in kernel.attached:
-                    kernel.attach(uplink, upstream=True)
+            # The links the PBUs leave and the PBAs come in by (over IPv6): the PBUs that
+            # ask for an address, and the PBAs granting it, are read there (relay.c,
+            # uplink_out and pba_in).
+            toward_lmas = {upstream_of(lma.lmaa) for lma in lmas if not lma.over_ipv4}
+            for uplink in sorted({upstream, *toward_lmas}):
+                kernel.attach(uplink, upstream=True, pbus=uplink in toward_lmas)
         except (KernelRelayError, OSError) as exc:
             if kernel is not None:
                 kernel.close()
@@ -196,18 +195,6 @@ class RelayOffload:
             if kind is ev.Ipv4Denied:
                 self.sync(self._iface_mn, self._by_mac)  # its requests go to the daemon
         return False
-
-    def expect(self, listed: list[tuple[bytes, int, bytes, bytes]]) -> None:
-        """A PBA accepting one of these (MN, PBU sequence number, address, from LMA)
-        grants the address in the kernel as it comes in, before the daemon has read it."""
-        for mn_id, sequence, hoa, lmaa in listed:
-            mac = self._dhcp_macs.get(mn_id)
-            if mac is None:
-                continue
-            try:
-                self.kernel.expect(sequence, mac, hoa, lmaa)
-            except OSError as exc:  # the daemon grants it when it reads the PBA
-                self.drops.warning("kernel-relay-map", time.time(), "%s", exc)
 
     def sent_already(self, data: bytes) -> bool:
         """True for a server's reply to an MN (BOOTP ``data``) that the kernel sent on

@@ -12,12 +12,14 @@
 //     up marked: the daemon reports its address to the LMA in a PBU. An ACK not granted
 //     yet goes up unmarked, and the daemon holds it until the PBA; a copy of it waits
 //     here too (the held map);
-//   - a PBA (over IPv6, in the clear) that accepts the address a PBU the daemon listed
-//     in expects reported puts it in grants at once, so that the server's ACK need not
-//     wait for the daemon to read the PBA. If that ACK came first and waits in held, the
+//   - a PBA (over IPv6, in the clear) that accepts the address a PBU asked for (read by
+//     uplink_out into expects) puts it in grants at once, so that the server's ACK need
+//     not wait for the daemon to read the PBA. If that ACK came first and waits in held, the
 //     PBA goes up as a marked copy and becomes the ACK, which leaves for the MN: no
 //     process wakes up between the PBA and the ACK. The daemon sees the entry released
 //     and does not send its own copy again.
+// uplink_out (egress of the links toward the LMAs): notes each PBU that asks for a given
+//   IPv4 address for an MN known by its MAC, in expects, by sequence number.
 // Anything else, or anything unusual, goes up the stack untouched (TC_ACT_OK), where the
 // daemon relays it as it would without these programs.
 #include <linux/ipv6.h>
@@ -40,7 +42,7 @@ struct conf {
     __u8 proxy_coa[16]; // where the LMAs' PBAs come to
 };
 
-struct expect { // per PBU sequence number: a PBU reporting an address the server offered
+struct expect { // per PBU sequence number: a PBU asking for this address for this MN
     __u64 mac;
     __u32 hoa;
     __u32 pad;
@@ -218,10 +220,66 @@ int access_in(struct __sk_buff *skb) {
 
 #define MH_AT (ETH_LEN + 40) // no extension headers: anything else goes up the stack
 #define IPPROTO_MH 135
+#define MH_BU 5
 #define MH_BA 6
+#define OPT_MN_LINK_LAYER_ID 25 // RFC 5213 section 8.6: 2 reserved octets, then the MAC
+#define OPT_IPV4_HOME_ADDRESS 29 // RFC 5555 (the seed's)
 #define OPT_IPV4_ADDRESS_ACK 30 // RFC 5555 (the seed's)
-#define OPT_IPV4_HOA_REPLY 37 // RFC 5844: the same layout
+#define OPT_IPV4_HOA_REQUEST 36 // RFC 5844: the same layout as 29
+#define OPT_IPV4_HOA_REPLY 37 // RFC 5844: the same layout as 30
 #define MAX_MH_OPTIONS 16
+
+// A PBU leaving the Proxy-CoA (over IPv6, in the clear) that asks for a given IPv4
+// address for the MN with this MAC (its link-layer identifier option): into expects, by
+// its sequence number, so that the LMA's PBA accepting the address grants it (pba_in).
+// The PBU leaves as it is: always TC_ACT_OK.
+SEC("tc")
+int uplink_out(struct __sk_buff *skb) {
+    __u32 zero = 0;
+    struct conf *cf = bpf_map_lookup_elem(&conf, &zero);
+    if (!cf || !cf->relay_ip || skb->protocol != bpf_htons(ETH_P_IPV6) ||
+        bpf_skb_pull_data(skb, skb->len))
+        return TC_ACT_OK;
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    if (data + MH_AT + 12 > end)
+        return TC_ACT_OK;
+    struct ipv6hdr *ip6 = data + ETH_LEN;
+    __u8 *mh = data + MH_AT;
+    if (ip6->nexthdr != IPPROTO_MH || mh[2] != MH_BU || (mh[10] | mh[11]) == 0)
+        return TC_ACT_OK; // not a PBU, or a de-registration (lifetime 0)
+    __u32 *from = (__u32 *)&ip6->saddr, *coa = (__u32 *)cf->proxy_coa;
+    if (from[0] != coa[0] || from[1] != coa[1] || from[2] != coa[2] || from[3] != coa[3])
+        return TC_ACT_OK;
+    __u32 seq = ((__u32)mh[6] << 8) | mh[7];
+    struct expect ex = {};
+    __builtin_memcpy(ex.lmaa, &ip6->daddr, 16);
+    __u32 off = MH_AT + 12, stop = MH_AT + ((__u32)mh[1] + 1) * 8;
+    for (int k = 0; k < MAX_MH_OPTIONS && off < stop; k++) {
+        off &= 0x3ff;
+        __u8 *p = data + off;
+        if ((void *)(p + 1) > end)
+            return TC_ACT_OK;
+        if (p[0] == 0) { // Pad1
+            off += 1;
+            continue;
+        }
+        if ((void *)(p + 2) > end)
+            return TC_ACT_OK;
+        if ((p[0] == OPT_IPV4_HOME_ADDRESS || p[0] == OPT_IPV4_HOA_REQUEST) && p[1] == 6) {
+            if ((void *)(p + 8) > end)
+                return TC_ACT_OK;
+            ex.hoa = *(__u32 *)(p + 4);
+        } else if (p[0] == OPT_MN_LINK_LAYER_ID && p[1] == 8) {
+            if ((void *)(p + 10) > end)
+                return TC_ACT_OK;
+            __builtin_memcpy(&ex.mac, p + 4, 6);
+        }
+        off += 2 + p[1];
+    }
+    if (ex.hoa && ex.mac) // 0.0.0.0 asks the LMA to choose: nothing to expect
+        bpf_map_update_elem(&expects, &seq, &ex, BPF_ANY);
+    return TC_ACT_OK;
+}
 
 // The ACK in held for this MN and address, if there is one, in place of the PBA in `skb`:
 // the PBA goes up as a marked copy first, then the ACK leaves for the MN. TC_ACT_OK when
