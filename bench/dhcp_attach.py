@@ -611,6 +611,7 @@ def run(args: Any) -> dict[str, Any]:
                 for f in FLOWS
             },
             "samples": {f: [asdict(a) for a in samples[f]] for f in FLOWS},
+            "breakdown_per_attach_ms": split,  # the tails: which segment took the time
         }
     finally:
         gc.enable()
