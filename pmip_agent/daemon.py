@@ -31,6 +31,7 @@ from .core.templates import accepted_ipv4
 from .dataplane import LmaDataPlane, MagDataPlane
 from .dhcp import codec as dhcp
 from .dhcp.agent import DhcpAgent, DhcpSend
+from .dhcp.kernel_relay import MARK_PBU_SENT
 from .dhcp.offload import RelayOffload
 from .dhcp.sockets import DhcpInterfaceSocket, DhcpRelaySocket
 from .metrics import Metrics, State
@@ -733,6 +734,7 @@ class MagService(Service):
                         self.dhcp_agent,
                         self.drops,
                         self._profile_macs,
+                        pbus=not cfg.require_ipsec,  # a PBU sent by tc would bypass the SA
                     )
                     self.dhcp_agent.kernel_relay = self.kernel is not None
                 if self.kernel is None:
@@ -756,6 +758,11 @@ class MagService(Service):
         now = time.time()
         batch = self.mh.recv_batch()
         agent = self.dhcp_agent
+        kernel = self.kernel
+        if kernel is not None and kernel.armed:  # PBAs to PBUs whose OFFER copy is not in
+            for data, _src in batch:
+                if (seen := accepted_ipv4(data)) is not None:
+                    kernel.answered(*seen)
         if self._expected and agent is not None and agent.holds_replies():
             self._release_early(agent, batch)
         for data, src in batch:
@@ -899,7 +906,7 @@ class MagService(Service):
         self._attach(ifname, mac, "router solicitation")
         self.flush()
 
-    def _on_dhcp(self, ifname: str, data: bytes, addr: tuple[str, int], copy: bool) -> None:
+    def _on_dhcp(self, ifname: str, data: bytes, addr: tuple[str, int], copy: int) -> None:
         agent = self.dhcp_agent
         attached_early, attached = False, None
         seen = dhcp.peek(data)
@@ -957,7 +964,8 @@ class MagService(Service):
         mn_id = self._known_mn(ifname, mac)
         if mn_id is not None and agent.forward(ifname, mn_id, b"", seen, copy=True):
             kernel.note_mac(mn_id, mac)
-            self._attach(ifname, mac, f"DHCP {seen.name}")
+            if self._attach(ifname, mac, f"DHCP {seen.name}") is not None:
+                kernel.arm(mn_id, mac, time.time())  # the PBU its OFFER will send
             self.flush()
 
     def _relay_first(self, agent: DhcpAgent, ifname: str, mac: bytes, seen: dhcp.Peek) -> None:
@@ -969,12 +977,15 @@ class MagService(Service):
         self._attach(ifname, mac, f"DHCP {seen.name}")
         self.flush()
 
-    def _on_dhcp_server(self, data: bytes, addr: tuple[str, int], copy: bool) -> None:
+    def _on_dhcp_server(self, data: bytes, addr: tuple[str, int], copy: int) -> None:
         agent = self.dhcp_agent
         seen = dhcp.peek(data) if agent is not None else None
         if copy:  # the kernel passed this OFFER on: its address, for the PBU
-            if self.kernel is not None:
-                self.kernel.copies += 1
+            kernel = self.kernel
+            if kernel is not None:
+                kernel.copies += 1
+                if seen is not None:  # the PBU armed at the DISCOVER went with it, or not
+                    kernel.offered(seen.client_mac(), seen.yiaddr, copy == MARK_PBU_SENT)
             if agent is not None and seen is not None:
                 agent.forward_reply(data, seen, time.time(), copy=True)
                 self.flush()

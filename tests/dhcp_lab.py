@@ -60,6 +60,7 @@ class DhcpLab:
     tmp: Path
     log_format: str = "text"  # the daemons' logs: "json" timestamps them to the microsecond
     kernel_relay: bool = False  # the MAGs' mag.dhcp.kernel_relay
+    kea: subprocess.Popen[bytes] | None = None  # set by start_kea
 
     def build(self, kea_pools: dict[str, str] | None = None) -> DhcpLab:
         lab = self.lab
@@ -188,6 +189,7 @@ class DhcpLab:
             env=env,
         )
         self.lab.procs.append(proc)
+        self.kea = proc
         wait_for(
             lambda: (
                 "DHCP4_STARTED" in (self.tmp / "kea.log").read_text(errors="replace")

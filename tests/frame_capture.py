@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import socket
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from netns import in_netns
 
@@ -44,6 +44,7 @@ class Seen:
     out: bool  # sent by this namespace (PACKET_OUTGOING), else received
     kind: str  # DISCOVER ... RELEASE, PBU, PBA
     key: int  # DHCP xid, or the mobility header's sequence number
+    frame: bytes = field(default=b"", compare=False, repr=False)  # as captured
 
 
 def classify(frame: bytes) -> tuple[str, int] | None:
@@ -97,7 +98,7 @@ class Sniffer:
                     if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
                         sec, nsec = struct.unpack("qq", value[:16])
                         ts = sec + nsec * 1e-9
-                seen.append(Seen(ts, ifname, addr[2] == PACKET_OUTGOING, *found))
+                seen.append(Seen(ts, ifname, addr[2] == PACKET_OUTGOING, *found, frame))
         return sorted(seen)
 
     def close(self) -> None:

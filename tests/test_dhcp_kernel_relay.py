@@ -19,11 +19,14 @@ from typing import Any
 
 import pytest
 import yaml
-from dhcp_lab import DhcpLab
+from dhcp_lab import KEA, LMAA, MAG_COA, DhcpLab
 from frame_capture import Sniffer
 from netns import Lab, wait_for
+from pcap import assert_tshark_decodes
 
 from pmip_agent.dhcp.kernel_relay import PRIO
+from pmip_agent.wire.ipv6 import unwrap
+from pmip_agent.wire.messages import mh_checksum
 
 pytestmark = pytest.mark.netns
 
@@ -90,6 +93,60 @@ def test_flow3_relayed_in_the_kernel(kr_lab: DhcpLab, client: str) -> None:
     pba = [s.ts for s in seen if (s.ifname, s.out, s.kind) == ("tr0", False, "PBA")]
     acks = [s.ts for s in seen if (s.ifname, s.out, s.kind) == ("acc1", True, "ACK")]
     assert pba and acks and acks[0] > pba[0], seen
+
+
+def test_the_pbu_leaves_with_the_offer_from_the_kernel(kr_lab: DhcpLab) -> None:
+    """The PBU armed at the DISCOVER leaves as the kernel passes Kea's OFFER on (relay.c,
+    send_pbu): one PBU, from the kernel, reporting the offered address, with a right
+    Mobility Header checksum, read by tshark as such a PBU; the LMA anchors that address
+    and the MN gets its lease.
+
+    The kernel can send only a PBU armed before the OFFER comes, and only to a resolved
+    next hop. So the pings resolve the next hops toward Kea and the LMA, and Kea is
+    stopped until the daemon has read the DISCOVER's copy (the status it answers comes
+    after it armed the PBU): a first DISCOVER, read by a daemon that has just started,
+    can otherwise lose that race, and the daemon then sends the PBU itself."""
+    mn = "dhcp@example.net"
+    ns_mag = kr_lab.ns_mag["mag1"]
+    kr_lab.lab.run(ns_mag, f"ping -c1 -W1 {KEA['mag1']}", check=False)
+    kr_lab.lab.run(ns_mag, f"ping -6 -c1 -W1 {LMAA}", check=False)
+    ns = kr_lab.attach_mn(mn)
+    wait_for(lambda: "acc1" in kernel(kr_lab)["links"], 5, what="acc1's filter")
+    kea = kr_lab.kea
+    assert kea is not None
+    sniffer = Sniffer(ns_mag, ("tr0",))
+    leases: list[dict[str, str]] = []
+    client = threading.Thread(
+        target=lambda: leases.append(kr_lab.client(ns, "udhcpc", "udhcpc-kr-pbu"))
+    )
+    kea.send_signal(signal.SIGSTOP)
+    try:
+        client.start()
+        wait_for(lambda: kernel(kr_lab)["copies_read"] >= 1, 10, what="the DISCOVER's copy")
+    finally:
+        kea.send_signal(signal.SIGCONT)
+    client.join(30)
+    seen = sniffer.drain()
+    sniffer.close()
+    assert leases, "no lease"
+    lease = leases[0]
+    status = kernel(kr_lab)
+    assert status["pbus_sent"] == 1 and status["pba_grants"] == 1, status
+    pbus = [s for s in seen if s.kind == "PBU" and s.out]
+    assert len(pbus) == 1, seen
+    packet = pbus[0].frame[14:]
+    src, dst, mh = unwrap(packet)
+    assert (str(src), str(dst)) == (MAG_COA["mag1"], LMAA)
+    assert int.from_bytes(mh[4:6], "big") == mh_checksum(mh, src, dst)
+    fields = {
+        "mip6.mhtype": "5",
+        "mip6.bu.seqnr": str(pbus[0].key),
+        "mip6.mnid.identifier": mn,
+        "mip6.ipv4ha.ha": lease["ip"],
+    }
+    assert_tshark_decodes([packet], [fields])
+    binding = wait_for(lambda: kr_lab.lma_binding(mn), 5, what="binding")
+    assert binding["ipv4_hoa"] == lease["ip"] and binding["ipv4_source"] == "dhcp-server"
 
 
 def test_an_ack_before_its_pba_leaves_from_the_kernel_once(kr_lab: DhcpLab) -> None:

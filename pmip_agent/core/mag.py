@@ -21,6 +21,7 @@ from ..wire.constants import (
     BuFlags,
     HandoffIndicator,
     Ipv4Status,
+    OptionType,
     Status,
     WireProfile,
 )
@@ -93,6 +94,21 @@ class BulView:
 
 
 MAX_PBU_TEMPLATES = 256  # distinct PBU keys kept; beyond that, new ones are encoded in full
+
+
+def _ipv4_address_at(mh: bytes) -> int | None:
+    """The offset in a PBU of the address in its IPv4 home address option (RFC 5555's,
+    or RFC 5844's request: the same layout), or None."""
+    at = 12  # the options after the Mobility Header's 6 octets and the BU's 6
+    while at + 2 <= len(mh):
+        kind = mh[at]
+        if kind == OptionType.PAD1:
+            at += 1
+            continue
+        if kind in (OptionType.IPV4_HOME_ADDRESS, OptionType.IPV4_HOA_REQUEST):
+            return at + 4
+        at += 2 + mh[at + 1]
+    return None
 
 
 class _PbuOrder(NamedTuple):
@@ -217,6 +233,75 @@ class MagEngine:
         if entry.state == WAITING_ADDRESS or entry.requested_hoa != hoa:
             entry.requested_hoa, entry.requested_prefix_len = hoa, prefix_len
             self._start(entry, now)
+
+    def arm_ipv4(
+        self, mn_id: bytes, prefix_len: int, now: float
+    ) -> tuple[int, bytes, int, IPv6Address] | None:
+        """The PBU that `learn_ipv4` would send for ``mn_id``, which waits for its DHCP
+        server's address (seed Figure 3), built now with 0.0.0.0 in that address's place:
+        for a sender that puts in the address of the server's OFFER as it passes, ahead of
+        this engine (the MAG's kernel relay, dhcp/offload.py). Its sequence number is used
+        up, and nothing else changes: `armed_sent` says it went; if that never comes,
+        `learn_ipv4` registers the MN as usual, with another number.
+
+        Returns (sequence number, the PBU as an IPv6 packet with its Mobility Header
+        checksum computed over 0.0.0.0, the address's offset in it, the LMA), or None when
+        no such PBU can go: not waiting for an address, signalling held, or an LMA over
+        IPv4 (its PBUs go in UDP)."""
+        entry = self._bul.get(mn_id)
+        settings = self.settings
+        lma = settings.lmas.get(entry.lma_name) if entry is not None else None
+        profile = settings.profiles.get(mn_id)
+        if (
+            entry is None
+            or lma is None
+            or profile is None
+            or entry.state != WAITING_ADDRESS
+            or lma.over_ipv4
+            or entry.lma_name in self._held
+        ):
+            return None
+        self._sequence = (self._sequence + 1) & 0xFFFF
+        order = _PbuOrder(
+            mn_id,
+            entry.lma_name,
+            self._sequence,
+            max(1, settings.lifetime_s // 4),
+            entry.handoff,
+            now,
+            (entry.hnps or ((ZERO6, 0),)) if profile.ipv6 else (),
+            entry.link_layer_id,
+            ZERO4,
+            prefix_len,
+        )
+        mh = (self._from_template(order) if self.pbu_templates else None) or (
+            self._encode_in_full(order)
+        )
+        hoa_at = _ipv4_address_at(mh)
+        if hoa_at is None:  # cannot happen: the order asks for an address
+            return None
+        coa = settings.proxy_coa
+        mh = mh[:4] + mh_checksum(mh, coa, lma.lmaa).to_bytes(2, "big") + mh[6:]
+        packet = ipv6_frame.wrap(mh, coa, lma.lmaa)
+        return self._sequence, packet, len(packet) - len(mh) + hoa_at, lma.lmaa
+
+    def armed_sent(
+        self, mn_id: bytes, sequence: int, hoa: IPv4Address, prefix_len: int, armed_at: float
+    ) -> bool:
+        """The PBU `arm_ipv4` built at ``armed_at`` went out with ``hoa`` in it: ``mn_id``
+        registers it from here as if `learn_ipv4` had sent it. False when the entry no
+        longer waits for an address (the PBU's PBA is then no one's)."""
+        entry = self._bul.get(mn_id)
+        if entry is None or entry.state != WAITING_ADDRESS:
+            return False
+        entry.requested_hoa, entry.requested_prefix_len = hoa, prefix_len
+        entry.state = REGISTERING
+        entry.outstanding = {sequence}
+        entry.transmissions = 1
+        entry.timeout_s = self.settings.initial_bindack_timeout_s
+        entry.latest_sequence, entry.latest_sent_at = sequence, armed_at
+        self._arm(entry, armed_at + entry.timeout_s)
+        return True
 
     def detach(self, mn_id: bytes, now: float) -> None:
         """The MN left: de-register (RFC 5213 §6.9.1.4) and forget it."""

@@ -33,19 +33,21 @@ import socket
 import subprocess
 import sysconfig
 import threading
+import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import TypeVar
 
 MARK = 0x5EED  # the copies' skb mark, as in relay.c
+MARK_PBU_SENT = 0x5EEE  # relay.c: an OFFER's copy whose PBU the kernel sent (arm)
 PRIO = 0x5EED  # the filters' tc priority: ours to replace and delete, no one else's
 TC_INGRESS = "ffff:fff2"
 TC_EGRESS = "ffff:fff3"
 ETH_P_ALL = 3
 TAIL_MAX = 128  # relay.c: option 82 and END
 # relay.c's stats slots, in order
-STATS = ("to_server", "to_mn", "no_route", "ack_up", "pba_grants", "acks_released")
+STATS = ("to_server", "to_mn", "no_route", "ack_up", "pba_grants", "acks_released", "pbus_sent")
 APT_HINT = "apt-get install clang libbpf-dev"
 
 T = TypeVar("T")
@@ -153,6 +155,8 @@ def _link_key(ifindex: int, mac: bytes | None) -> bytes:
     )
 
 
+MAPS = ("conf", "links", "attached", "grants", "expects", "held", "armed", "stats")
+ARMED_MAX = 512  # relay.c: an armed PBU's frame
 HELD_MAX = 1024  # relay.c: a held ACK's frame
 HELD_RELEASED = 2  # relay.c: struct held's state once the kernel sent it
 
@@ -174,6 +178,21 @@ class _Held(ctypes.Structure):
     )
 
 
+class _Armed(ctypes.Structure):
+    """relay.c's struct armed."""
+
+    _fields_ = (
+        ("state", ctypes.c_uint32),
+        ("len", ctypes.c_uint32),
+        ("hoa_at", ctypes.c_uint32),
+        ("csum_at", ctypes.c_uint32),
+        ("uplink_if", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
+        ("at_ns", ctypes.c_uint64),
+        ("frame", ctypes.c_ubyte * ARMED_MAX),
+    )
+
+
 class KernelRelay:
     """The loaded programs and their maps; one per MAG daemon."""
 
@@ -191,7 +210,7 @@ class KernelRelay:
         self._obj = obj
         self._maps = {
             name: int(lib.bpf_map__fd(lib.bpf_object__find_map_by_name(obj, name.encode())))
-            for name in ("conf", "links", "attached", "grants", "expects", "held", "stats")
+            for name in MAPS
         }
         self.attached: dict[str, tuple[int, str]] = {}  # ifname -> (ifindex, program)
         self.egress: set[str] = set()  # links with uplink_out too
@@ -243,6 +262,27 @@ class KernelRelay:
         self._delete("grants", key)
         self._delete("attached", key)
         self._delete("held", key)
+        self._delete("armed", key)
+
+    def arm(self, mac: bytes, packet: bytes, hoa_at: int, uplink_if: int) -> None:
+        """The PBU this MN's server's OFFER is to send, as an IPv6 ``packet`` with 0.0.0.0
+        at ``hoa_at`` and its checksum computed so: the kernel puts the offered address
+        there, mends the checksum and sends it to the LMA by ``uplink_if``, within
+        relay.c's ARMED_NS (it marks the OFFER's copy MARK_PBU_SENT)."""
+        frame = bytes(12) + b"\x86\xdd" + packet  # Ethernet: the FIB's addresses, later
+        if len(frame) > ARMED_MAX:
+            raise ValueError(f"a PBU of {len(packet)} octets is too long to arm")
+        value = _Armed(1, len(frame), 14 + hoa_at, 14 + 40 + 4, uplink_if, 0,
+                       time.clock_gettime_ns(time.CLOCK_MONOTONIC))  # fmt: skip
+        ctypes.memmove(value.frame, frame, len(frame))
+        key = ctypes.c_uint64(mac_key(mac))
+        if self._bpf.lib.bpf_map_update_elem(
+            self._maps["armed"], ctypes.byref(key), ctypes.byref(value), 0
+        ):
+            raise OSError(ctypes.get_errno(), "kernel relay: cannot update map armed")
+
+    def disarm(self, mac: bytes) -> None:
+        self._delete("armed", mac_key(mac).to_bytes(8, "little"))
 
     def released(self, mac: bytes, xid: bytes) -> bool:
         """True when the kernel already sent this MN the server's ACK with this xid, on

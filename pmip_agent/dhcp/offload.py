@@ -7,6 +7,8 @@ would, and lets an ACK through only for an address the LMA granted.
   start, when an access link (re)appears, on reload and on a refusal or a grant.
 - Grants: from the engine's events (`observe`), keyed by the MAC the MN's DHCP came
   from; revoked when the LMA refuses the address or the binding ends.
+- Armed PBUs: at an MN's DISCOVER, the PBU its OFFER calls for, which the kernel sends
+  as the OFFER passes, with the offered address in it (`arm`, `offered`).
 - Expected PBAs: the kernel reads each PBU that asks for an address as it leaves, so
   that it grants the address as an accepting PBA comes in, and sends on the server's
   ACK of it that came first. The daemon's copy of that ACK is then not sent
@@ -42,10 +44,18 @@ class RelayOffload:
         agent: DhcpAgent,
         drops: RateLimitedLog,
         macs_of: Callable[[bytes], Iterable[bytes]],
+        uplinks: dict[IPv6Address, int] | None = None,
     ) -> None:
         self.kernel = kernel
         self.agent = agent
         self.drops = drops
+        # Per LMA (over IPv6), the link toward it: where an armed PBU leaves. Empty: no
+        # PBU is armed (with require_ipsec, say: a PBU sent by tc would bypass the SA).
+        self._uplinks = uplinks or {}
+        # Armed PBUs: per MAC (MN, sequence number, prefix length, when armed), and the
+        # MAC per sequence number.
+        self._armed: dict[bytes, tuple[bytes, int, int, float]] = {}
+        self._armed_seq: dict[int, bytes] = {}
         self._profile_macs = macs_of  # an MN's link-layer ids from its profile
         # Per (access ifindex, MN's MAC or None for the link's own MN): option 82, MN.
         self._links: dict[tuple[int, bytes | None], tuple[bytes, bytes]] = {}
@@ -66,9 +76,11 @@ class RelayOffload:
         agent: DhcpAgent,
         drops: RateLimitedLog,
         macs_of: Callable[[bytes], Iterable[bytes]],
+        pbus: bool = True,
     ) -> RelayOffload | None:
         """The programs loaded and attached toward the server and the LMAs, or None
-        (logged): the daemon's own relay then does all of it, as without the setting."""
+        (logged): the daemon's own relay then does all of it, as without the setting.
+        ``pbus``: the kernel may send the PBU an OFFER calls for (`arm`)."""
         kernel = None
         try:
             if not rcvmark_works():
@@ -81,16 +93,18 @@ class RelayOffload:
             # The links the PBUs leave and the PBAs come in by (over IPv6): the PBUs that
             # ask for an address, and the PBAs granting it, are read there (relay.c,
             # uplink_out and pba_in).
-            toward_lmas = {upstream_of(lma.lmaa) for lma in lmas if not lma.over_ipv4}
+            by_lma = {lma.lmaa: upstream_of(lma.lmaa) for lma in lmas if not lma.over_ipv4}
+            toward_lmas = set(by_lma.values())
             for uplink in sorted({upstream, *toward_lmas}):
                 kernel.attach(uplink, upstream=True, pbus=uplink in toward_lmas)
+            uplinks = {a: socket.if_nametoindex(n) for a, n in by_lma.items()} if pbus else {}
         except (KernelRelayError, OSError) as exc:
             if kernel is not None:
                 kernel.close()
             log.error("DHCP kernel relay off, relaying in user space: %s", exc)
             return None
         log.info("DHCP kernel relay on: replies from %s come in on %s", server, upstream)
-        return cls(kernel, agent, drops, macs_of)
+        return cls(kernel, agent, drops, macs_of, uplinks)
 
     @staticmethod
     def remove_stale(access: list[str], toward: list[object]) -> None:
@@ -191,10 +205,74 @@ class RelayOffload:
         if kind is ev.Ipv4Denied or kind is ev.BindingLost or kind is ev.Deregistered:
             mn_id = event.mn_id  # type: ignore[attr-defined]
             for mac in self._macs(mn_id):
-                kernel.revoke(mac)
+                kernel.revoke(mac)  # its armed PBU too
+                armed = self._armed.pop(mac, None)
+                if armed is not None:
+                    self._armed_seq.pop(armed[1], None)
             if kind is ev.Ipv4Denied:
                 self.sync(self._iface_mn, self._by_mac)  # its requests go to the daemon
         return False
+
+    # --- PBUs armed at the DISCOVER, sent by the kernel with the OFFER ----------------
+
+    def arm(self, mn_id: bytes, mac: bytes, now: float) -> None:
+        """At this MN's DISCOVER (its copy): the PBU for the address its server will
+        offer, built now (`MagEngine.arm_ipv4`) and left in the kernel, which sends it
+        with the address as the OFFER passes (relay.c, send_pbu), so that the PBU leaves
+        with the OFFER and not once the daemon has woken up for its copy."""
+        if not self._uplinks:
+            return
+        engine = self.agent.engine
+        profile = engine.settings.profiles.get(mn_id)
+        prefix = profile.dhcp_prefix if profile is not None else None
+        plen = prefix.prefixlen if prefix is not None else 32  # as for an OFFER without one
+        armed = engine.arm_ipv4(mn_id, plen, now)
+        if armed is None:
+            return
+        sequence, packet, hoa_at, lmaa = armed
+        uplink = self._uplinks.get(lmaa)
+        if uplink is None:
+            return
+        try:
+            self.kernel.arm(mac, packet, hoa_at, uplink)
+        except (OSError, ValueError) as exc:  # the daemon sends it, at the OFFER's copy
+            self.drops.warning("kernel-relay-map", time.time(), "%s", exc)
+            return
+        if len(self._armed) > 4096:  # DISCOVERs no OFFER answered
+            self._armed.clear()
+            self._armed_seq.clear()
+        old = self._armed.get(mac)
+        if old is not None:
+            self._armed_seq.pop(old[1], None)
+        self._armed[mac] = (mn_id, sequence, plen, now)
+        self._armed_seq[sequence] = mac
+
+    def offered(self, mac: bytes, yiaddr: bytes, sent: bool) -> None:
+        """The kernel passed on the server's OFFER of ``yiaddr`` to this MN; ``sent``: it
+        sent the armed PBU with it (the copy's mark says so). The engine then registers
+        the address from that PBU; else the PBU armed is dropped, and the engine sends one
+        of its own, as without arming."""
+        armed = self._armed.pop(mac, None)
+        if armed is None:
+            return
+        mn_id, sequence, plen, armed_at = armed
+        self._armed_seq.pop(sequence, None)
+        if sent:
+            self.agent.engine.armed_sent(mn_id, sequence, IPv4Address(yiaddr), plen, armed_at)
+        else:
+            self.kernel.disarm(mac)
+
+    def answered(self, sequence: int, hoa: bytes) -> None:
+        """A PBA accepting ``hoa`` for this sequence number came in before the OFFER's copy
+        (lost, or still queued): that copy's news, from the PBA."""
+        mac = self._armed_seq.get(sequence)
+        armed = self._armed.get(mac) if mac is not None else None
+        if mac is not None and armed is not None and armed[1] == sequence:
+            self.offered(mac, hoa, True)
+
+    @property
+    def armed(self) -> bool:
+        return bool(self._armed_seq)
 
     def sent_already(self, data: bytes) -> bool:
         """True for a server's reply to an MN (BOOTP ``data``) that the kernel sent on

@@ -1,5 +1,5 @@
-// The MAG's DHCP relay hook (seed Figure 3) for its common messages, as two tc programs,
-// so that no process wakes up to pass them on. Loaded by pmip_agent/dhcp/kernel_relay.py
+// The MAG's DHCP relay hook (seed Figure 3) for its common messages, as three tc programs,
+// so that no process wakes up to pass them on, or to send the PBU an OFFER calls for. Loaded by pmip_agent/dhcp/kernel_relay.py
 // when mag.dhcp.kernel_relay is set; the daemon's own relay handles everything else.
 //
 // access_in (each access link's ingress): a known MN's DISCOVER or SELECTING REQUEST
@@ -9,13 +9,16 @@
 // uplink_in (ingress of the links toward the server and the LMAs):
 //   - the server's OFFER, or an ACK of the address the LMA granted (the grants map), loses
 //     option 82 and goes to the MN as a broadcast on its access link. An OFFER also goes
-//     up marked: the daemon reports its address to the LMA in a PBU. An ACK not granted
-//     yet goes up unmarked, and the daemon holds it until the PBA; a copy of it waits
-//     here too (the held map);
+//     up marked: the daemon reports its address to the LMA in a PBU. If the daemon armed
+//     that PBU at the DISCOVER (the armed map: built with 0.0.0.0 for the address), the
+//     OFFER itself becomes it, with the offered address in and the checksum mended, once
+//     a clone of it has left for the MN; its copy then goes up as MARK_PBU_SENT, and the
+//     daemon registers from the PBU sent. An ACK not granted yet goes up unmarked, and
+//     the daemon holds it until the PBA; a copy of it waits here too (the held map);
 //   - a PBA (over IPv6, in the clear) that accepts the address a PBU asked for (read by
 //     uplink_out into expects) puts it in grants at once, so that the server's ACK need
-//     not wait for the daemon to read the PBA. If that ACK came first and waits in held, the
-//     PBA goes up as a marked copy and becomes the ACK, which leaves for the MN: no
+//     not wait for the daemon to read the PBA. If that ACK came first and waits in held,
+//     the PBA goes up as a marked copy and becomes the ACK, which leaves for the MN: no
 //     process wakes up between the PBA and the ACK. The daemon sees the entry released
 //     and does not send its own copy again.
 // uplink_out (egress of the links toward the LMAs): notes each PBU that asks for a given
@@ -29,6 +32,7 @@
 #define MAX_HOPS 16 // RFC 1542 section 4.1.1: more is discarded (by the daemon)
 #define TAIL_MAX 128
 #define MARK 0x5eed // kernel_relay.MARK: the daemon's copies
+#define MARK_PBU_SENT 0x5eee // kernel_relay.MARK_PBU_SENT: an OFFER's copy, its PBU sent here
 #define DISCOVER 1
 #define OFFER 2
 #define REQUEST 3
@@ -85,6 +89,22 @@ struct held { // per MN's MAC: a server's ACK that came before the PBA granting 
     __u8 frame[HELD_MAX]; // as it came from the server, Ethernet header first
 };
 
+#define ARMED_MAX 512 // an armed PBU's frame
+#define ARMED_NS 100000000ULL // an armed PBU older than this is the daemon's to send
+#define ARMED 1
+#define SENT 2
+
+struct armed { // per MN's MAC: a PBU the daemon built at the DISCOVER, to send at the OFFER
+    __u32 state; // ARMED or SENT
+    __u32 len; // of frame
+    __u32 hoa_at; // where the IPv4 address (0.0.0.0 in frame) goes
+    __u32 csum_at; // the Mobility Header's checksum, computed with 0.0.0.0 there
+    __u32 uplink_if; // the route to the LMA leaves here
+    __u32 pad;
+    __u64 at_ns; // bpf_ktime_get_ns when it was armed
+    __u8 frame[ARMED_MAX]; // Ethernet (addresses left to the FIB), IPv6, Mobility Header
+};
+
 enum {
     STAT_TO_SERVER,
     STAT_TO_MN,
@@ -92,6 +112,7 @@ enum {
     STAT_ACK_UP,
     STAT_PBA_GRANT,
     STAT_ACK_RELEASED,
+    STAT_PBU_SENT,
     STAT_N
 };
 
@@ -137,6 +158,13 @@ struct {
     __type(value, struct held);
 } held SEC(".maps");
 
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 4096); // armed for the few ms to the OFFER
+    __type(key, __u64); // the MN's MAC
+    __type(value, struct armed);
+} armed SEC(".maps");
+
 struct { // where an ACK is built before it goes into held (too big for the stack)
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
     __uint(max_entries, 1);
@@ -159,8 +187,8 @@ static __always_inline void count(__u32 which) {
         *n += 1;
 }
 
-static __always_inline void copy_up(struct __sk_buff *skb) {
-    skb->mark = MARK;
+static __always_inline void copy_up(struct __sk_buff *skb, __u32 mark) {
+    skb->mark = mark;
     bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS);
     skb->mark = 0;
 }
@@ -169,7 +197,8 @@ SEC("tc")
 int access_in(struct __sk_buff *skb) {
     __u32 zero = 0;
     struct conf *cf = bpf_map_lookup_elem(&conf, &zero);
-    if (!cf || !cf->relay_ip || skb->mark == MARK || !is_bootp(skb, 1))
+    if (!cf || !cf->relay_ip || skb->mark == MARK || skb->mark == MARK_PBU_SENT ||
+        !is_bootp(skb, 1))
         return TC_ACT_OK;
     __u32 end_at, info_at, kind;
     if (walk(skb, &end_at, &info_at, &kind) || info_at)
@@ -211,7 +240,7 @@ int access_in(struct __sk_buff *skb) {
     }
     __u32 relay_ip = cf->relay_ip, server_ip = cf->server_ip;
     if ((kind & 0xff) == DISCOVER)
-        copy_up(skb); // the daemon attaches the MN
+        copy_up(skb, MARK); // the daemon attaches the MN
     if (relay_up(skb, end_at, link->tail, tail_len, relay_ip, server_ip, fib.dmac, fib.smac))
         return TC_ACT_SHOT;
     count(STAT_TO_SERVER);
@@ -371,6 +400,56 @@ static __always_inline int pba_in(struct __sk_buff *skb, struct conf *cf) {
     return release(skb, cf, mac, hoa);
 }
 
+// The PBU armed for this MN, claimed (SENT) for sending with the server's OFFER: fresh,
+// with a route and a neighbour toward its LMA (into *fib). 0: none; the daemon sends the
+// PBU.
+static __always_inline struct armed *armed_pbu(struct __sk_buff *skb, __u64 mac,
+                                               struct bpf_fib_lookup *fib) {
+    struct armed *a = bpf_map_lookup_elem(&armed, &mac);
+    if (!a || a->state != ARMED || bpf_ktime_get_ns() - a->at_ns > ARMED_NS)
+        return 0;
+    __u32 len = a->len;
+    if (len < MH_AT + 12 || len > ARMED_MAX)
+        return 0;
+    fib->family = 10; // AF_INET6
+    fib->l4_protocol = IPPROTO_MH;
+    fib->tot_len = len - ETH_LEN;
+    fib->ifindex = a->uplink_if; // an output lookup, as the daemon's socket would make
+    __builtin_memcpy(fib->ipv6_src, a->frame + ETH_LEN + 8, 16);
+    __builtin_memcpy(fib->ipv6_dst, a->frame + ETH_LEN + 24, 16);
+    if (bpf_fib_lookup(skb, fib, sizeof(*fib), BPF_FIB_LOOKUP_OUTPUT) !=
+        BPF_FIB_LKUP_RET_SUCCESS)
+        return 0; // no neighbour yet, say: the daemon's socket resolves it
+    if (!__sync_bool_compare_and_swap(&a->state, ARMED, SENT))
+        return 0;
+    return a;
+}
+
+// `skb` (an OFFER, already passed on to its MN) made into the armed PBU, with the
+// offered address in it, to the LMA.
+static __always_inline int send_pbu(struct __sk_buff *skb, struct armed *a, __u32 hoa,
+                                    struct bpf_fib_lookup *fib) {
+    __u32 len = a->len, hoa_at = a->hoa_at & 0x1ff, csum_at = a->csum_at & 0x1ff;
+    if (len < MH_AT + 12 || len > ARMED_MAX)
+        return TC_ACT_SHOT;
+    len = ((len - 1) & (ARMED_MAX - 1)) + 1;
+    // The checksum, computed over 0.0.0.0 where the address goes, plus the address.
+    __u16 csum = *(__u16 *)(a->frame + (csum_at & 0x1fe));
+    __u32 sum = (__u16)~csum + (hoa & 0xffff) + (hoa >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    csum = ~sum;
+    if (bpf_skb_change_proto(skb, bpf_htons(ETH_P_IPV6), 0) || bpf_skb_change_tail(skb, len, 0) ||
+        bpf_skb_store_bytes(skb, 0, a->frame, len, 0) ||
+        bpf_skb_store_bytes(skb, hoa_at, &hoa, 4, 0) ||
+        bpf_skb_store_bytes(skb, csum_at, &csum, 2, 0) ||
+        bpf_skb_store_bytes(skb, 0, fib->dmac, 6, 0) ||
+        bpf_skb_store_bytes(skb, 6, fib->smac, 6, 0))
+        return TC_ACT_SHOT;
+    count(STAT_PBU_SENT);
+    return bpf_redirect(fib->ifindex, 0);
+}
+
 // A server's ACK that the LMA has not granted yet: a copy into held, for release.
 static __always_inline void hold(struct __sk_buff *skb, __u64 mac, struct link_key *key,
                                  __u32 info_at, __u32 gone, __u32 yiaddr, __u32 xid) {
@@ -397,7 +476,7 @@ SEC("tc")
 int uplink_in(struct __sk_buff *skb) {
     __u32 zero = 0;
     struct conf *cf = bpf_map_lookup_elem(&conf, &zero);
-    if (!cf || !cf->relay_ip || skb->mark == MARK)
+    if (!cf || !cf->relay_ip || skb->mark == MARK || skb->mark == MARK_PBU_SENT)
         return TC_ACT_OK;
     if (skb->protocol == bpf_htons(ETH_P_IPV6))
         return pba_in(skb, cf);
@@ -448,8 +527,13 @@ int uplink_in(struct __sk_buff *skb) {
             count(STAT_ACK_UP);
             return TC_ACT_OK;
         }
-    } else {
-        copy_up(skb); // the daemon reports the address in a PBU
+    }
+    struct armed *pbu = 0;
+    struct bpf_fib_lookup fib = {};
+    if (kind == OFFER) {
+        pbu = yiaddr ? armed_pbu(skb, mac, &fib) : 0;
+        // The daemon reports the address in a PBU, unless this program sends it (below).
+        copy_up(skb, pbu ? MARK_PBU_SENT : MARK);
     }
     __u32 access_if = key.ifindex;
     __u8 from[6];
@@ -458,6 +542,11 @@ int uplink_in(struct __sk_buff *skb) {
     if (relay_down(skb, info_at, zeros, ((gone - 2) & (TAIL_MAX - 1)) + 1, relay_ip, from))
         return TC_ACT_SHOT;
     count(STAT_TO_MN);
+    // The OFFER goes to the MN as a clone; this skb then becomes the PBU. Should that
+    // clone fail, the OFFER goes as the skb, and the PBU is lost: the daemon, told it
+    // was sent, sends it again when its PBA does not come.
+    if (pbu && !bpf_clone_redirect(skb, access_if, 0))
+        return send_pbu(skb, pbu, yiaddr, &fib);
     return bpf_redirect(access_if, 0);
 }
 
