@@ -31,7 +31,6 @@ from .core.templates import accepted_ipv4
 from .dataplane import LmaDataPlane, MagDataPlane
 from .dhcp import codec as dhcp
 from .dhcp.agent import DhcpAgent, DhcpSend
-from .dhcp.kernel_relay import MARK_PBU_SENT
 from .dhcp.offload import RelayOffload
 from .dhcp.sockets import DhcpInterfaceSocket, DhcpRelaySocket
 from .metrics import Metrics, State
@@ -44,6 +43,7 @@ from .net.udp4 import Udp4Socket
 from .store.errors import StoreError
 from .store.serialize import binding_to_json, bul_to_json
 from .store.sqlite import LmaStore, MagStore
+from .wire.constants import MhType
 
 log = logging.getLogger("pmip")
 Observer = Callable[[ev.Event], None]
@@ -759,10 +759,10 @@ class MagService(Service):
         batch = self.mh.recv_batch()
         agent = self.dhcp_agent
         kernel = self.kernel
-        if kernel is not None and kernel.armed:  # PBAs to PBUs whose OFFER copy is not in
+        if kernel is not None and kernel.armed:  # PBAs to PBUs the kernel sent, maybe
             for data, _src in batch:
-                if (seen := accepted_ipv4(data)) is not None:
-                    kernel.answered(*seen)
+                if len(data) >= 10 and data[2] == MhType.BINDING_ACK:
+                    kernel.answered(int.from_bytes(data[8:10], "big"))
         if self._expected and agent is not None and agent.holds_replies():
             self._release_early(agent, batch)
         for data, src in batch:
@@ -906,7 +906,7 @@ class MagService(Service):
         self._attach(ifname, mac, "router solicitation")
         self.flush()
 
-    def _on_dhcp(self, ifname: str, data: bytes, addr: tuple[str, int], copy: int) -> None:
+    def _on_dhcp(self, ifname: str, data: bytes, addr: tuple[str, int], copy: bool) -> None:
         agent = self.dhcp_agent
         attached_early, attached = False, None
         seen = dhcp.peek(data)
@@ -977,19 +977,21 @@ class MagService(Service):
         self._attach(ifname, mac, f"DHCP {seen.name}")
         self.flush()
 
-    def _on_dhcp_server(self, data: bytes, addr: tuple[str, int], copy: int) -> None:
+    def _on_dhcp_server(self, data: bytes, addr: tuple[str, int], copy: bool) -> None:
         agent = self.dhcp_agent
         seen = dhcp.peek(data) if agent is not None else None
-        if copy:  # the kernel passed this OFFER on: its address, for the PBU
-            kernel = self.kernel
+        kernel = self.kernel
+        if copy:  # the kernel passed this OFFER on (and not its PBU): the address, for one
             if kernel is not None:
                 kernel.copies += 1
-                if seen is not None:  # the PBU armed at the DISCOVER went with it, or not
-                    kernel.offered(seen.client_mac(), seen.yiaddr, copy == MARK_PBU_SENT)
+                if seen is not None:
+                    kernel.offered(seen.client_mac())
             if agent is not None and seen is not None:
                 agent.forward_reply(data, seen, time.time(), copy=True)
                 self.flush()
             return
+        if kernel is not None and kernel.armed and seen is not None:
+            kernel.confirm(seen.client_mac())  # its PBU may have gone with the OFFER
         if agent is not None and seen is not None and agent.forward_reply(data, seen, time.time()):
             # As _relay_first: never decoded, and the reply leaves before any other work
             # (for an OFFER: the PBU with its address, which flush has reported).

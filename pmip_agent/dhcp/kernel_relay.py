@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import TypeVar
 
 MARK = 0x5EED  # the copies' skb mark, as in relay.c
-MARK_PBU_SENT = 0x5EEE  # relay.c: an OFFER's copy whose PBU the kernel sent (arm)
 PRIO = 0x5EED  # the filters' tc priority: ours to replace and delete, no one else's
 TC_INGRESS = "ffff:fff2"
 TC_EGRESS = "ffff:fff3"
@@ -159,6 +158,7 @@ MAPS = ("conf", "links", "attached", "grants", "expects", "held", "armed", "stat
 ARMED_MAX = 512  # relay.c: an armed PBU's frame
 HELD_MAX = 1024  # relay.c: a held ACK's frame
 HELD_RELEASED = 2  # relay.c: struct held's state once the kernel sent it
+ARMED_SENT = 2  # relay.c: struct armed's state once the kernel sent it
 
 
 class _Held(ctypes.Structure):
@@ -187,7 +187,7 @@ class _Armed(ctypes.Structure):
         ("hoa_at", ctypes.c_uint32),
         ("csum_at", ctypes.c_uint32),
         ("uplink_if", ctypes.c_uint32),
-        ("pad", ctypes.c_uint32),
+        ("hoa", ctypes.c_ubyte * 4),  # as on the wire
         ("at_ns", ctypes.c_uint64),
         ("frame", ctypes.c_ubyte * ARMED_MAX),
     )
@@ -268,11 +268,11 @@ class KernelRelay:
         """The PBU this MN's server's OFFER is to send, as an IPv6 ``packet`` with 0.0.0.0
         at ``hoa_at`` and its checksum computed so: the kernel puts the offered address
         there, mends the checksum and sends it to the LMA by ``uplink_if``, within
-        relay.c's ARMED_NS (it marks the OFFER's copy MARK_PBU_SENT)."""
+        relay.c's ARMED_NS (and sends up no copy of that OFFER: `take_armed`)."""
         frame = bytes(12) + b"\x86\xdd" + packet  # Ethernet: the FIB's addresses, later
         if len(frame) > ARMED_MAX:
             raise ValueError(f"a PBU of {len(packet)} octets is too long to arm")
-        value = _Armed(1, len(frame), 14 + hoa_at, 14 + 40 + 4, uplink_if, 0,
+        value = _Armed(1, len(frame), 14 + hoa_at, 14 + 40 + 4, uplink_if, (0, 0, 0, 0),
                        time.clock_gettime_ns(time.CLOCK_MONOTONIC))  # fmt: skip
         ctypes.memmove(value.frame, frame, len(frame))
         key = ctypes.c_uint64(mac_key(mac))
@@ -283,6 +283,18 @@ class KernelRelay:
 
     def disarm(self, mac: bytes) -> None:
         self._delete("armed", mac_key(mac).to_bytes(8, "little"))
+
+    def take_armed(self, mac: bytes) -> bytes | None:
+        """This MN's armed PBU, out of the kernel: the address it was sent with, or None
+        if it was not sent (and now will not be)."""
+        key = ctypes.c_uint64(mac_key(mac))
+        value = _Armed()
+        fd = self._maps["armed"]
+        found = self._bpf.lib.bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(value))
+        self._bpf.lib.bpf_map_delete_elem(fd, ctypes.byref(key))
+        if found != 0 or value.state != ARMED_SENT:
+            return None
+        return bytes(value.hoa)
 
     def released(self, mac: bytes, xid: bytes) -> bool:
         """True when the kernel already sent this MN the server's ACK with this xid, on

@@ -8,7 +8,8 @@ would, and lets an ACK through only for an address the LMA granted.
 - Grants: from the engine's events (`observe`), keyed by the MAC the MN's DHCP came
   from; revoked when the LMA refuses the address or the binding ends.
 - Armed PBUs: at an MN's DISCOVER, the PBU its OFFER calls for, which the kernel sends
-  as the OFFER passes, with the offered address in it (`arm`, `offered`).
+  as the OFFER passes, with the offered address in it (`arm`); the engine learns it went
+  from its PBA or the server's next reply (`confirm`).
 - Expected PBAs: the kernel reads each PBU that asks for an address as it leaves, so
   that it grants the address as an accepting PBA comes in, and sends on the server's
   ACK of it that came first. The daemon's copy of that ACK is then not sent
@@ -247,28 +248,37 @@ class RelayOffload:
         self._armed[mac] = (mn_id, sequence, plen, now)
         self._armed_seq[sequence] = mac
 
-    def offered(self, mac: bytes, yiaddr: bytes, sent: bool) -> None:
-        """The kernel passed on the server's OFFER of ``yiaddr`` to this MN; ``sent``: it
-        sent the armed PBU with it (the copy's mark says so). The engine then registers
-        the address from that PBU; else the PBU armed is dropped, and the engine sends one
-        of its own, as without arming."""
+    def offered(self, mac: bytes) -> None:
+        """The kernel passed on a server's OFFER to this MN without sending its armed PBU
+        (the copy of an OFFER it sent one with does not come up): that PBU is dropped,
+        and the engine sends one of its own, as without arming."""
+        armed = self._armed.pop(mac, None)
+        if armed is not None:
+            self._armed_seq.pop(armed[1], None)
+            self.kernel.disarm(mac)
+
+    def confirm(self, mac: bytes) -> None:
+        """News of this MN's armed PBU, if it has one: a PBA answering it, or another
+        reply from its server. If the kernel sent it, the engine registers from it (with
+        the address it went with), before the PBA's intake or the reply's; else it is
+        dropped (`offered`)."""
         armed = self._armed.pop(mac, None)
         if armed is None:
             return
         mn_id, sequence, plen, armed_at = armed
         self._armed_seq.pop(sequence, None)
-        if sent:
-            self.agent.engine.armed_sent(mn_id, sequence, IPv4Address(yiaddr), plen, armed_at)
-        else:
-            self.kernel.disarm(mac)
+        try:
+            hoa = self.kernel.take_armed(mac)
+        except OSError:
+            hoa = None
+        if hoa is not None:
+            self.agent.engine.armed_sent(mn_id, sequence, IPv4Address(hoa), plen, armed_at)
 
-    def answered(self, sequence: int, hoa: bytes) -> None:
-        """A PBA accepting ``hoa`` for this sequence number came in before the OFFER's copy
-        (lost, or still queued): that copy's news, from the PBA."""
+    def answered(self, sequence: int) -> None:
+        """A PBA for this sequence number came in: if an armed PBU carried it, `confirm`."""
         mac = self._armed_seq.get(sequence)
-        armed = self._armed.get(mac) if mac is not None else None
-        if mac is not None and armed is not None and armed[1] == sequence:
-            self.offered(mac, hoa, True)
+        if mac is not None:
+            self.confirm(mac)
 
     @property
     def armed(self) -> bool:

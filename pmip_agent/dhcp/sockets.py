@@ -2,16 +2,15 @@
 which access link each DHCP message came in on, and can answer on that link.
 
 With the kernel relay (`kernel_relay.py`) the sockets also read each datagram's mark
-(SO_RCVMARK): the kernel's copies of messages it relayed already carry `MARK` (or, for
-an OFFER whose PBU the kernel sent too, `MARK_PBU_SENT`), and the daemon only learns
-from them."""
+(SO_RCVMARK): the kernel's copies of messages it relayed already carry `MARK`, and the
+daemon only learns from them."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Callable
 
-from .kernel_relay import MARK, MARK_PBU_SENT
+from .kernel_relay import MARK
 
 SERVER_PORT = 67
 CLIENT_PORT = 68
@@ -40,24 +39,23 @@ def _open(marks: bool) -> socket.socket:
     return sock
 
 
-def _read(sock: socket.socket, marks: bool) -> tuple[bytes, tuple[str, int], int]:
-    """One datagram, and if it is the kernel relay's copy, its mark (else 0)."""
+def _read(sock: socket.socket, marks: bool) -> tuple[bytes, tuple[str, int], bool]:
+    """One datagram, and whether it is the kernel relay's copy."""
     if not marks:
         data, addr = sock.recvfrom(4096)
-        return data, addr, 0
+        return data, addr, False
     data, ancillary, _flags, addr = sock.recvmsg(4096, _MARK_SPACE)
     for level, kind, value in ancillary:
         if level == socket.SOL_SOCKET and kind == SO_MARK:
-            mark = int.from_bytes(value[:4], "little")
-            return data, addr, mark if mark in (MARK, MARK_PBU_SENT) else 0
-    return data, addr, 0
+            return data, addr, int.from_bytes(value[:4], "little") == MARK
+    return data, addr, False
 
 
 class DhcpInterfaceSocket:
     def __init__(
         self,
         ifname: str,
-        on_datagram: Callable[[str, bytes, tuple[str, int], int], None],
+        on_datagram: Callable[[str, bytes, tuple[str, int], bool], None],
         marks: bool = False,
     ) -> None:
         self.ifname = ifname
@@ -93,7 +91,7 @@ class DhcpRelaySocket:
     def __init__(
         self,
         address: object,
-        on_datagram: Callable[[bytes, tuple[str, int], int], None],
+        on_datagram: Callable[[bytes, tuple[str, int], bool], None],
         marks: bool = False,
     ) -> None:
         self.on_datagram = on_datagram

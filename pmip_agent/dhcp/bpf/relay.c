@@ -11,9 +11,10 @@
 //     option 82 and goes to the MN as a broadcast on its access link. An OFFER also goes
 //     up marked: the daemon reports its address to the LMA in a PBU. If the daemon armed
 //     that PBU at the DISCOVER (the armed map: built with 0.0.0.0 for the address), the
-//     OFFER itself becomes it, with the offered address in and the checksum mended, once
-//     a clone of it has left for the MN; its copy then goes up as MARK_PBU_SENT, and the
-//     daemon registers from the PBU sent. An ACK not granted yet goes up unmarked, and
+//     OFFER itself becomes it instead, with the offered address in and the checksum
+//     mended, once a clone of it has left for the MN. No copy then goes up: the daemon
+//     learns of the PBU from its PBA (or from the server's next reply), and reads the
+//     address from the armed map. An ACK not granted yet goes up unmarked, and
 //     the daemon holds it until the PBA; a copy of it waits here too (the held map);
 //   - a PBA (over IPv6, in the clear) that accepts the address a PBU asked for (read by
 //     uplink_out into expects) puts it in grants at once, so that the server's ACK need
@@ -32,7 +33,6 @@
 #define MAX_HOPS 16 // RFC 1542 section 4.1.1: more is discarded (by the daemon)
 #define TAIL_MAX 128
 #define MARK 0x5eed // kernel_relay.MARK: the daemon's copies
-#define MARK_PBU_SENT 0x5eee // kernel_relay.MARK_PBU_SENT: an OFFER's copy, its PBU sent here
 #define DISCOVER 1
 #define OFFER 2
 #define REQUEST 3
@@ -100,7 +100,7 @@ struct armed { // per MN's MAC: a PBU the daemon built at the DISCOVER, to send 
     __u32 hoa_at; // where the IPv4 address (0.0.0.0 in frame) goes
     __u32 csum_at; // the Mobility Header's checksum, computed with 0.0.0.0 there
     __u32 uplink_if; // the route to the LMA leaves here
-    __u32 pad;
+    __u32 hoa; // SENT: the address it went with
     __u64 at_ns; // bpf_ktime_get_ns when it was armed
     __u8 frame[ARMED_MAX]; // Ethernet (addresses left to the FIB), IPv6, Mobility Header
 };
@@ -187,8 +187,8 @@ static __always_inline void count(__u32 which) {
         *n += 1;
 }
 
-static __always_inline void copy_up(struct __sk_buff *skb, __u32 mark) {
-    skb->mark = mark;
+static __always_inline void copy_up(struct __sk_buff *skb) {
+    skb->mark = MARK;
     bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS);
     skb->mark = 0;
 }
@@ -197,8 +197,7 @@ SEC("tc")
 int access_in(struct __sk_buff *skb) {
     __u32 zero = 0;
     struct conf *cf = bpf_map_lookup_elem(&conf, &zero);
-    if (!cf || !cf->relay_ip || skb->mark == MARK || skb->mark == MARK_PBU_SENT ||
-        !is_bootp(skb, 1))
+    if (!cf || !cf->relay_ip || skb->mark == MARK || !is_bootp(skb, 1))
         return TC_ACT_OK;
     __u32 end_at, info_at, kind;
     if (walk(skb, &end_at, &info_at, &kind) || info_at)
@@ -240,7 +239,7 @@ int access_in(struct __sk_buff *skb) {
     }
     __u32 relay_ip = cf->relay_ip, server_ip = cf->server_ip;
     if ((kind & 0xff) == DISCOVER)
-        copy_up(skb, MARK); // the daemon attaches the MN
+        copy_up(skb); // the daemon attaches the MN
     if (relay_up(skb, end_at, link->tail, tail_len, relay_ip, server_ip, fib.dmac, fib.smac))
         return TC_ACT_SHOT;
     count(STAT_TO_SERVER);
@@ -476,7 +475,7 @@ SEC("tc")
 int uplink_in(struct __sk_buff *skb) {
     __u32 zero = 0;
     struct conf *cf = bpf_map_lookup_elem(&conf, &zero);
-    if (!cf || !cf->relay_ip || skb->mark == MARK || skb->mark == MARK_PBU_SENT)
+    if (!cf || !cf->relay_ip || skb->mark == MARK)
         return TC_ACT_OK;
     if (skb->protocol == bpf_htons(ETH_P_IPV6))
         return pba_in(skb, cf);
@@ -532,8 +531,10 @@ int uplink_in(struct __sk_buff *skb) {
     struct bpf_fib_lookup fib = {};
     if (kind == OFFER) {
         pbu = yiaddr ? armed_pbu(skb, mac, &fib) : 0;
-        // The daemon reports the address in a PBU, unless this program sends it (below).
-        copy_up(skb, pbu ? MARK_PBU_SENT : MARK);
+        if (!pbu)
+            copy_up(skb); // the daemon reports the address in a PBU
+        else
+            pbu->hoa = yiaddr; // for the daemon, which learns of it from the PBA
     }
     __u32 access_if = key.ifindex;
     __u8 from[6];
