@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
+from typing import Any
 
 import pytest
 from engine_helpers import (
@@ -372,6 +373,43 @@ def test_discover_is_answered_only_after_the_pba() -> None:
     assert offer.lease_time <= granted.lifetime_s
     opts = scapy_options(offer)
     assert 0 < opts["renewal_time"] < opts["rebinding_time"] < offer.lease_time  # type: ignore[operator]
+
+
+def test_the_offer_built_while_the_pbu_is_out_is_the_offer_built_in_full(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Figure 2: while the PBU is out, the agent builds the DISCOVER's OFFER with
+    placeholders for the grant (codec.ReplyTemplate); the PBA only fills them in, and
+    build_reply is not called then. The OFFER is octet for octet the one build_reply
+    makes for that grant."""
+    r = rig()
+    disc = discover(MN_LMA)
+    assert r.from_mn(MN_LMA, disc) == []
+    calls: list[int] = []
+    full_build = codec.build_reply
+
+    def counted(*args: Any, **kwargs: Any) -> bytes:
+        calls.append(1)
+        return full_build(*args, **kwargs)
+
+    monkeypatch.setattr(codec, "build_reply", counted)
+    _result, out = r.pump()
+    [sent] = [o for o in out if o.ifname is not None]
+    assert calls == []  # filled in, not built
+    offer = codec.parse(sent.data)
+    site = r.sites["mag1"]
+    grant = site.agent.grants[MN_LMA]
+    assert grant.router is not None and offer.lease_time is not None
+    expected = full_build(
+        codec.parse(bytes(disc)),
+        OFFER,
+        grant.router,
+        grant.hoa,
+        lease_s=offer.lease_time,
+        prefix_len=grant.prefix_len,
+        router=grant.router,
+    )
+    assert sent.data == expected
 
 
 def test_request_selecting_our_offer_is_acked() -> None:

@@ -9,6 +9,8 @@ from ipaddress import IPv4Address
 
 import dpkt
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from scapy.layers.dhcp import BOOTP, DHCP
 
 from pmip_agent.dhcp import codec
@@ -206,3 +208,27 @@ def test_offsets_only_for_options_packed_end_to_end() -> None:
     raw = bytearray(_discover(client_id=b"\x01" + MAC))
     raw[240:240] = b"\0"  # one pad octet before the first option
     assert codec.parse(bytes(raw)).end_at == -1
+
+
+@given(
+    yiaddr=st.ip_addresses(v=4),
+    router=st.ip_addresses(v=4),
+    lease_s=st.integers(1, 2**32 - 1),
+    prefix_len=st.integers(0, 32),
+    flags=st.sampled_from([0, 0x8000]),
+    kind=st.sampled_from([codec.OFFER, codec.ACK]),
+)
+def test_a_reply_template_filled_is_the_reply_built_in_full(
+    yiaddr: IPv4Address, router: IPv4Address, lease_s: int, prefix_len: int, flags: int,
+    kind: int,
+) -> None:  # fmt: skip
+    """ReplyTemplate.fill gives build_reply's bytes, octet for octet, for any grant that
+    has a router (the server identifier is then the router, as DhcpAgent sets it)."""
+    raw = bytearray(_discover())
+    raw[10:12] = flags.to_bytes(2, "big")
+    request = codec.parse(bytes(raw))
+    template = codec.ReplyTemplate.of(request, kind)
+    assert template is not None
+    full = codec.build_reply(request, kind, router, yiaddr, lease_s=lease_s,
+                             prefix_len=prefix_len, router=router)  # fmt: skip
+    assert template.fill(router, yiaddr, lease_s, prefix_len, router) == full

@@ -68,6 +68,7 @@ class _Client:
     held_reply: DhcpMessage | None = None  # relay: a server reply held until the grant
     xids: set[int] = field(default_factory=set)
     relay_info: tuple[IPv4Network | None, bytes] | None = None  # option 82, by prefix hint
+    offer: codec.ReplyTemplate | None = None  # for `waiting`, built while the PBU is out
 
 
 class DhcpAgent:
@@ -252,6 +253,8 @@ class DhcpAgent:
                 log.info("no IPv4 service for %s: DHCP %s not answered", _name(mn_id), msg.name)
             elif kind in (DISCOVER, REQUEST) and msg.ciaddr == IPv4Address(0):
                 client.waiting = msg  # answered when the PBA arrives (Figure 2, step 5)
+                # Its OFFER built now, while the LMA works: the PBA only fills it in.
+                client.offer = codec.ReplyTemplate.of(msg, OFFER) if kind == DISCOVER else None
             return  # a RENEW is answered only while the binding is valid
         self._answer(client, msg, grant)
 
@@ -309,15 +312,26 @@ class DhcpAgent:
             )
             remaining = int(expires - self.clock())
             lease_s = max(1, min(self.lease_s, remaining))  # never past the binding
-        data = codec.build_reply(
-            request,
-            kind,
-            self._server_id(grant),
-            yiaddr,
-            lease_s=lease_s,
-            prefix_len=grant.prefix_len if kind != NAK else None,
-            router=grant.router if kind != NAK else None,
-        )
+        template, client.offer = client.offer, None
+        if (
+            template is not None
+            and template.request is request
+            and kind == OFFER
+            and lease_s is not None
+            and grant.router is not None
+        ):
+            data = template.fill(self._server_id(grant), yiaddr, lease_s, grant.prefix_len,
+                                 grant.router)  # fmt: skip
+        else:
+            data = codec.build_reply(
+                request,
+                kind,
+                self._server_id(grant),
+                yiaddr,
+                lease_s=lease_s,
+                prefix_len=grant.prefix_len if kind != NAK else None,
+                router=grant.router if kind != NAK else None,
+            )
         self._out.append(DhcpSend(client.ifname, data, BROADCAST))
         self._note(client.mn_id, kind)
 

@@ -301,6 +301,57 @@ def build_reply(
     return padded(bytes(reply))
 
 
+# The options whose values a ReplyTemplate fills in, each four octets, in this order.
+_TEMPLATE_FIELDS = (OPT_SERVER_ID, OPT_LEASE_TIME, OPT_RENEWAL, OPT_REBINDING, OPT_SUBNET_MASK,
+                    OPT_ROUTER)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyTemplate:
+    """A server reply `build_reply` made for ``request`` ahead of time, with placeholders
+    for what only the LMA's grant says: `fill` then gives the bytes build_reply would
+    give for the grant's values, by patching them in. It covers replies with all of
+    them (a lease, a prefix length and a router): anything else is built in full."""
+
+    request: DhcpMessage
+    data: bytes
+    at: tuple[int, ...]  # where the values of _TEMPLATE_FIELDS' options begin
+
+    @classmethod
+    def of(cls, request: DhcpMessage, message_type: int) -> ReplyTemplate | None:
+        data = build_reply(request, message_type, ZERO, ZERO, lease_s=0, prefix_len=0,
+                           router=ZERO)  # fmt: skip
+        found: dict[int, int] = {}
+        i = 240
+        while i + 1 < len(data) and data[i] != 255:
+            if data[i] == 0:
+                i += 1
+                continue
+            found.setdefault(data[i], i + 2)
+            i += 2 + data[i + 1]
+        if any(code not in found for code in _TEMPLATE_FIELDS):
+            return None
+        return cls(request, data, tuple(found[code] for code in _TEMPLATE_FIELDS))
+
+    def fill(
+        self,
+        server_id: IPv4Address,
+        yiaddr: IPv4Address,
+        lease_s: int,
+        prefix_len: int,
+        router: IPv4Address,
+    ) -> bytes:
+        out = bytearray(self.data)
+        out[16:20] = yiaddr.packed
+        mask = (0xFFFFFFFF << (32 - prefix_len)) & 0xFFFFFFFF if prefix_len else 0
+        values = (server_id.packed, lease_s.to_bytes(4, "big"),
+                  (lease_s // 2).to_bytes(4, "big"), (lease_s * 7 // 8).to_bytes(4, "big"),
+                  mask.to_bytes(4, "big"), router.packed)  # fmt: skip
+        for at, value in zip(self.at, values, strict=True):
+            out[at : at + 4] = value
+        return bytes(out)
+
+
 def _reencoded(msg: DhcpMessage, **fields: object) -> dpkt.dhcp.DHCP:
     pkt = dpkt.dhcp.DHCP(msg.raw)
     pkt.chaddr = msg.raw[28:44]  # dpkt keeps only hlen octets; keep all 16 as received
