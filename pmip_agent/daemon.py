@@ -22,6 +22,7 @@ from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any
 
+from . import quiet_gc
 from .config import AgentConfig, ConfigError, load_config
 from .control.server import ControlServer
 from .core import events as ev
@@ -242,6 +243,7 @@ class Service:
         self.loop.add_signal_handler(signal.SIGTERM, self._stopped.set)
         self.loop.add_signal_handler(signal.SIGINT, self._stopped.set)
         self.log.info("%s %s started", self.role, self.config.node_name)
+        quiet_gc.take_over()
         self.flush()
         await self._stopped.wait()
         self.log.info("%s %s stopping", self.role, self.config.node_name)
@@ -569,6 +571,7 @@ class LmaService(Service):
             if self._settle_failing:
                 self.log.info("store: the journal takes the staged rows again")
             self._settle_failing = False
+        quiet_gc.collect_if_due()  # the PBAs are out: the quiet moment for the collector
 
     def send(self, tx: ev.Transmit) -> None:
         try:
@@ -1174,6 +1177,7 @@ class MagService(Service):
             self._commit()
         events, self._unobserved = self._unobserved, []
         self.notify(events)
+        quiet_gc.collect_if_due()  # its MNs answered: the quiet moment for the collector
 
     def _commit(self) -> None:
         events, self._unsaved = self._unsaved, []
