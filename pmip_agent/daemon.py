@@ -1160,7 +1160,7 @@ class MagService(Service):
         elif delay is not None and (self._unsaved or self._unobserved):
             if handle is not None:
                 handle.cancel()
-            self._catch_up_handle = self.loop.call_later(delay, self._catch_up)
+            self._catch_up_handle = self.loop.call_later(delay, self._caught_up_later)
         self._arm_timer()
         if self.engine.retransmissions != self._retransmissions_seen:
             self.metrics.retransmissions.inc(
@@ -1177,7 +1177,13 @@ class MagService(Service):
             self._commit()
         events, self._unobserved = self._unobserved, []
         self.notify(events)
-        quiet_gc.collect_if_due()  # its MNs answered: the quiet moment for the collector
+
+    def _caught_up_later(self) -> None:
+        """The catch-up held back for the MNs' DHCP answers, once they are out: the MAG's
+        quiet moment, when the cyclic GC runs (quiet_gc). A catch-up that runs at once
+        (nothing answered) may be in the middle of an exchange: a PBU just out, say."""
+        self._catch_up()
+        quiet_gc.collect_if_due()
 
     def _commit(self) -> None:
         events, self._unsaved = self._unsaved, []
