@@ -1,12 +1,15 @@
 """The relay hook's common messages relayed in the kernel (mag.dhcp.kernel_relay).
 
-`bpf/relay.c` (with `bpf/bootp.h`) holds two tc programs: `access_in` on each access
+`bpf/relay.c` (with `bpf/bootp.h`) holds three tc programs: `access_in` on each access
 link's ingress, `uplink_in` on the ingress of the links toward the DHCP server and the
-LMAs. They pass a known MN's DISCOVER and SELECTING REQUEST to the server, and the
-server's OFFER and granted ACK to the MN, with the edits the daemon's relay makes, so
-that no process wakes up for them. A marked copy (`MARK`) of each DISCOVER and OFFER
-still reaches the daemon, which attaches the MN and reports the offered address to the
-LMA from them; an accepting PBA for an expected PBU grants its address as it passes, and
+LMAs, `uplink_out` on the egress of those toward the LMAs. They pass a known MN's
+DISCOVER and SELECTING REQUEST to the server, and the server's OFFER and granted ACK to
+the MN, with the edits the daemon's relay makes, so that no process wakes up for them.
+A marked copy (`MARK`) of each DISCOVER still reaches the daemon, which attaches the MN
+and arms the PBU that will report the offered address (`arm`); the OFFER sends that PBU
+as it passes. An OFFER whose PBU was not armed in time goes up as a marked copy too,
+and the daemon sends the PBU. An accepting PBA for an expected PBU grants its address
+as it passes, and
 sends on the server's ACK of it if that came first (a copy waits in the kernel beside the
 one the daemon holds; `KernelRelay.released` tells the daemon not to send its own).
 Everything else (other message types, an ACK the LMA has not granted yet, a server
@@ -16,7 +19,7 @@ the daemon's own path.
 This module is the I/O around those programs: it compiles the object (clang, cached in
 the state directory), loads it (libbpf, through ctypes), attaches the programs with
 pyroute2 under their own priority, and writes the maps: per MN and access link, the
-option 82 it is relayed with; per MN, the address the LMA granted it.
+option 82 it is relayed with; per MN, the address the LMA granted it and its armed PBU.
 `offload.RelayOffload` decides what goes in them. The address a PBA may grant, per PBU
 sequence number, the kernel reads from the PBUs themselves as they leave (uplink_out, on
 the egress of the links toward the LMAs): no system call on the PBU's path.
