@@ -257,6 +257,29 @@ int access_in(struct __sk_buff *skb) {
 #define OPT_IPV4_HOA_REPLY 37 // RFC 5844: the same layout as 30
 #define MAX_MH_OPTIONS 16
 
+// The offset of the first Mobility Header option of type `a` or `b` and length `len`
+// before `stop` (the end of the options), or 0. A function of its own (not inlined): the
+// verifier checks it once, and its callers see an offset they check before use.
+__attribute__((noinline)) __u32 mh_option(struct __sk_buff *skb, __u32 stop, __u32 a, __u32 b,
+                                          __u32 len) {
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    __u32 off = MH_AT + 12; // past the header and the BU's or BA's fixed fields
+    for (int k = 0; k < MAX_MH_OPTIONS && off < stop; k++) {
+        off &= 0x3ff;
+        __u8 *p = data + off;
+        if ((void *)(p + 2) > end)
+            return 0;
+        if (p[0] == 0) { // Pad1
+            off += 1;
+            continue;
+        }
+        if ((p[0] == a || p[0] == b) && p[1] == len)
+            return off;
+        off += 2 + p[1];
+    }
+    return 0;
+}
+
 // A PBU leaving the Proxy-CoA (over IPv6, in the clear) that asks for a given IPv4
 // address for the MN with this MAC (its link-layer identifier option): into expects, by
 // its sequence number, so that the LMA's PBA accepting the address grants it (pba_in).
@@ -278,32 +301,18 @@ int uplink_out(struct __sk_buff *skb) {
     __u32 *from = (__u32 *)&ip6->saddr, *coa = (__u32 *)cf->proxy_coa;
     if (from[0] != coa[0] || from[1] != coa[1] || from[2] != coa[2] || from[3] != coa[3])
         return TC_ACT_OK;
-    __u32 seq = ((__u32)mh[6] << 8) | mh[7];
+    __u32 seq = ((__u32)mh[6] << 8) | mh[7], stop = MH_AT + ((__u32)mh[1] + 1) * 8;
     struct expect ex = {};
     __builtin_memcpy(ex.lmaa, &ip6->daddr, 16);
-    __u32 off = MH_AT + 12, stop = MH_AT + ((__u32)mh[1] + 1) * 8;
-    for (int k = 0; k < MAX_MH_OPTIONS && off < stop; k++) {
-        off &= 0x3ff;
-        __u8 *p = data + off;
-        if ((void *)(p + 1) > end)
-            return TC_ACT_OK;
-        if (p[0] == 0) { // Pad1
-            off += 1;
-            continue;
-        }
-        if ((void *)(p + 2) > end)
-            return TC_ACT_OK;
-        if ((p[0] == OPT_IPV4_HOME_ADDRESS || p[0] == OPT_IPV4_HOA_REQUEST) && p[1] == 6) {
-            if ((void *)(p + 8) > end)
-                return TC_ACT_OK;
-            ex.hoa = *(__u32 *)(p + 4);
-        } else if (p[0] == OPT_MN_LINK_LAYER_ID && p[1] == 8) {
-            if ((void *)(p + 10) > end)
-                return TC_ACT_OK;
-            __builtin_memcpy(&ex.mac, p + 4, 6);
-        }
-        off += 2 + p[1];
-    }
+    __u32 hoa_at = mh_option(skb, stop, OPT_IPV4_HOME_ADDRESS, OPT_IPV4_HOA_REQUEST, 6);
+    __u32 llid_at = mh_option(skb, stop, OPT_MN_LINK_LAYER_ID, OPT_MN_LINK_LAYER_ID, 8);
+    data = (void *)(long)skb->data;
+    end = (void *)(long)skb->data_end;
+    __u8 *h = data + (hoa_at & 0x3ff), *l = data + (llid_at & 0x3ff);
+    if (!hoa_at || !llid_at || (void *)(h + 8) > end || (void *)(l + 10) > end)
+        return TC_ACT_OK;
+    ex.hoa = *(__u32 *)(h + 4);
+    __builtin_memcpy(&ex.mac, l + 4, 6);
     if (ex.hoa && ex.mac) // 0.0.0.0 asks the LMA to choose: nothing to expect
         bpf_map_update_elem(&expects, &seq, &ex, BPF_ANY);
     return TC_ACT_OK;
@@ -370,27 +379,15 @@ static __always_inline int pba_in(struct __sk_buff *skb, struct conf *cf) {
     __u32 *from = (__u32 *)&ip6->saddr, *lma = (__u32 *)ex->lmaa;
     if (from[0] != lma[0] || from[1] != lma[1] || from[2] != lma[2] || from[3] != lma[3])
         return TC_ACT_OK;
-    __u32 off = MH_AT + 12, stop = MH_AT + ((__u32)mh[1] + 1) * 8, hoa = 0;
-    for (int k = 0; k < MAX_MH_OPTIONS && off < stop; k++) {
-        off &= 0x3ff;
-        __u8 *p = data + off;
-        if ((void *)(p + 1) > end)
-            return TC_ACT_OK;
-        if (p[0] == 0) { // Pad1
-            off += 1;
-            continue;
-        }
-        if ((void *)(p + 8) > end)
-            return TC_ACT_OK;
-        if ((p[0] == OPT_IPV4_ADDRESS_ACK || p[0] == OPT_IPV4_HOA_REPLY) && p[1] == 6) {
-            if (p[2] != 0) // status: not success
-                return TC_ACT_OK;
-            hoa = *(__u32 *)(p + 4);
-            break;
-        }
-        off += 2 + p[1];
-    }
-    if (!hoa || hoa != ex->hoa) // none, or not the address reported
+    __u32 stop = MH_AT + ((__u32)mh[1] + 1) * 8;
+    __u32 at = mh_option(skb, stop, OPT_IPV4_ADDRESS_ACK, OPT_IPV4_HOA_REPLY, 6);
+    data = (void *)(long)skb->data;
+    end = (void *)(long)skb->data_end;
+    __u8 *p = data + (at & 0x3ff);
+    if (!at || (void *)(p + 8) > end || p[2] != 0) // none, or status: not success
+        return TC_ACT_OK;
+    __u32 hoa = *(__u32 *)(p + 4);
+    if (hoa != ex->hoa) // not the address reported
         return TC_ACT_OK;
     __u64 mac = ex->mac;
     bpf_map_update_elem(&grants, &mac, &hoa, BPF_ANY);
@@ -544,8 +541,9 @@ int uplink_in(struct __sk_buff *skb) {
         return TC_ACT_SHOT;
     count(STAT_TO_MN);
     // The OFFER goes to the MN as a clone; this skb then becomes the PBU. Should that
-    // clone fail, the OFFER goes as the skb, and the PBU is lost: the daemon, told it
-    // was sent, sends it again when its PBA does not come.
+    // clone fail, the OFFER goes as the skb; should the PBU not be built, it is dropped.
+    // Either way the PBU is lost: the daemon, told it was sent (by the server's ACK to
+    // come), sends it again when its PBA does not come.
     if (pbu && !bpf_clone_redirect(skb, access_if, 0))
         return send_pbu(skb, pbu, yiaddr, &fib);
     return bpf_redirect(access_if, 0);
