@@ -46,6 +46,7 @@ class RelayOffload:
         drops: RateLimitedLog,
         macs_of: Callable[[bytes], Iterable[bytes]],
         uplinks: dict[IPv6Address, int] | None = None,
+        relay: IPv4Address | None = None,
     ) -> None:
         self.kernel = kernel
         self.agent = agent
@@ -53,6 +54,8 @@ class RelayOffload:
         # Per LMA (over IPv6), the link toward it: where an armed PBU leaves. Empty: no
         # PBU is armed (with require_ipsec, say: a PBU sent by tc would bypass the SA).
         self._uplinks = uplinks or {}
+        # giaddr of what the kernel relays: only such replies can have been sent there.
+        self._relay = relay.packed if relay is not None else None
         # Armed PBUs: per MAC (MN, sequence number, prefix length, when armed), and the
         # MAC per sequence number.
         self._armed: dict[bytes, tuple[bytes, int, int, float]] = {}
@@ -105,7 +108,7 @@ class RelayOffload:
             log.error("DHCP kernel relay off, relaying in user space: %s", exc)
             return None
         log.info("DHCP kernel relay on: replies from %s come in on %s", server, upstream)
-        return cls(kernel, agent, drops, macs_of, uplinks)
+        return cls(kernel, agent, drops, macs_of, uplinks, relay)
 
     @staticmethod
     def remove_stale(access: list[str], toward: list[object]) -> None:
@@ -287,8 +290,9 @@ class RelayOffload:
     def sent_already(self, data: bytes) -> bool:
         """True for a server's reply to an MN (BOOTP ``data``) that the kernel sent on
         already: an ACK that came before its PBA, which the PBA released in the kernel
-        (relay.c, release) while the daemon held its own copy. That copy is not sent."""
-        if len(data) < 34 or data[0] != 2:
+        (relay.c, release) while the daemon held its own copy. That copy is not sent.
+        Replies of the MAG's own DHCP server (giaddr not the relay's) cost no lookup."""
+        if len(data) < 34 or data[0] != 2 or data[24:28] != self._relay:
             return False
         try:
             return self.kernel.released(data[28:34], data[4:8])
