@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from dhcp_lab import KEA, LMAA, MAG_COA, DhcpLab
-from frame_capture import Sniffer
+from frame_capture import Seen, Sniffer
 from netns import Lab, wait_for
 from pcap import assert_tshark_decodes
 
@@ -58,6 +58,34 @@ def _filters(env: DhcpLab, mag: str, ifname: str, direction: str = "ingress") ->
         text=True,
         check=False,
     ).stdout
+
+
+def _lease_with_a_pause(
+    env: DhcpLab,
+    ns: str,
+    kind: str,
+    paused: subprocess.Popen[bytes],
+    ifnames: tuple[str, ...],
+    counter: str,
+    what: str,
+) -> tuple[dict[str, str], list[Seen]]:
+    """A lease for the MN in ``ns`` with ``paused`` (Kea, the LMA) stopped until MAG1's
+    kernel relay status counts ``counter``: so the test, not the scheduler, says what
+    comes first. The frames seen on MAG1's ``ifnames`` meanwhile."""
+    sniffer = Sniffer(env.ns_mag["mag1"], ifnames)
+    leases: list[dict[str, str]] = []
+    client = threading.Thread(target=lambda: leases.append(env.client(ns, kind, f"{kind}-p")))
+    paused.send_signal(signal.SIGSTOP)
+    try:
+        client.start()
+        wait_for(lambda: kernel(env)[counter] >= 1, 10, what=what)
+    finally:
+        paused.send_signal(signal.SIGCONT)
+    client.join(30)
+    seen = sniffer.drain()
+    sniffer.close()
+    assert leases, f"no {kind} lease"
+    return leases[0], seen
 
 
 @pytest.mark.parametrize("client", ["udhcpc", "dhclient", "dhcpcd"])
@@ -112,24 +140,10 @@ def test_the_pbu_leaves_with_the_offer_from_the_kernel(kr_lab: DhcpLab) -> None:
     kr_lab.lab.run(ns_mag, f"ping -6 -c1 -W1 {LMAA}", check=False)
     ns = kr_lab.attach_mn(mn)
     wait_for(lambda: "acc1" in kernel(kr_lab)["links"], 5, what="acc1's filter")
-    kea = kr_lab.kea
-    assert kea is not None
-    sniffer = Sniffer(ns_mag, ("tr0",))
-    leases: list[dict[str, str]] = []
-    client = threading.Thread(
-        target=lambda: leases.append(kr_lab.client(ns, "udhcpc", "udhcpc-kr-pbu"))
+    assert kr_lab.kea is not None
+    lease, seen = _lease_with_a_pause(
+        kr_lab, ns, "udhcpc", kr_lab.kea, ("tr0",), "copies_read", "the DISCOVER's copy"
     )
-    kea.send_signal(signal.SIGSTOP)
-    try:
-        client.start()
-        wait_for(lambda: kernel(kr_lab)["copies_read"] >= 1, 10, what="the DISCOVER's copy")
-    finally:
-        kea.send_signal(signal.SIGCONT)
-    client.join(30)
-    seen = sniffer.drain()
-    sniffer.close()
-    assert leases, "no lease"
-    lease = leases[0]
     status = kernel(kr_lab)
     assert status["pbus_sent"] == 1 and status["pba_grants"] == 1, status
     pbus = [s for s in seen if s.kind == "PBU" and s.out]
@@ -157,33 +171,21 @@ def test_an_ack_before_its_pba_leaves_from_the_kernel_once(kr_lab: DhcpLab) -> N
     mn = "dhcp@example.net"
     ns = kr_lab.attach_mn(mn)
     wait_for(lambda: "acc1" in kernel(kr_lab)["links"], 5, what="acc1's filter")
-    lma = kr_lab.lma.proc
-    assert lma is not None
-    sniffer = Sniffer(kr_lab.ns_mag["mag1"], ("acc1", "tr0"))
-    leases: list[dict[str, str]] = []
-    client = threading.Thread(
-        target=lambda: leases.append(kr_lab.client(ns, "dhclient", "kr-held"))
+    assert kr_lab.lma.proc is not None
+    lease, seen = _lease_with_a_pause(
+        kr_lab, ns, "dhclient", kr_lab.lma.proc, ("acc1", "tr0"), "ack_up", "Kea's ACK, held"
     )
-    lma.send_signal(signal.SIGSTOP)
-    try:
-        client.start()
-        wait_for(lambda: kernel(kr_lab)["ack_up"] >= 1, 10, what="Kea's ACK, held")
-    finally:
-        lma.send_signal(signal.SIGCONT)
-    client.join(30)
-    seen = sniffer.drain()
-    sniffer.close()
-    assert leases and IPv4Address(leases[0]["ip"]) in IPv4Network("10.50.0.0/24"), leases
+    assert IPv4Address(lease["ip"]) in IPv4Network("10.50.0.0/24"), lease
     status = kernel(kr_lab)
     assert status["acks_released"] == 1 and status["pba_grants"] == 1, status
     acks = [s.ts for s in seen if (s.ifname, s.out, s.kind) == ("acc1", True, "ACK")]
     pba = [s.ts for s in seen if (s.ifname, s.out, s.kind) == ("tr0", False, "PBA")]
     assert len(acks) == 1 and pba and acks[0] > pba[0], seen
     binding = wait_for(lambda: kr_lab.lma_binding(mn), 5, what="binding")
-    assert binding["ipv4_hoa"] == leases[0]["ip"]
+    assert binding["ipv4_hoa"] == lease["ip"]
     # The daemon read the PBA's copy: the MAG's own entry is registered with the address.
     rows = kr_lab.mags["mag1"].ctl_json("bindings")
-    assert any(r["mn_id"] == mn and r["registered"] and r["ipv4_hoa"] == leases[0]["ip"]
+    assert any(r["mn_id"] == mn and r["registered"] and r["ipv4_hoa"] == lease["ip"]
                for r in rows), rows  # fmt: skip
 
 

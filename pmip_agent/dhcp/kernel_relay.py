@@ -9,9 +9,9 @@ A marked copy (`MARK`) of each DISCOVER still reaches the daemon, which attaches
 and arms the PBU that will report the offered address (`arm`); the OFFER sends that PBU
 as it passes. An OFFER whose PBU was not armed in time goes up as a marked copy too,
 and the daemon sends the PBU. An accepting PBA for an expected PBU grants its address
-as it passes, and
-sends on the server's ACK of it if that came first (a copy waits in the kernel beside the
-one the daemon holds; `KernelRelay.released` tells the daemon not to send its own).
+as it passes, and sends on the server's ACK of it if that came first (a copy waits in
+the kernel beside the one the daemon holds; `KernelRelay.released` tells the daemon not
+to send its own).
 Everything else (other message types, an ACK the LMA has not granted yet, a server
 whose neighbour is not resolved, anything unusual) goes up the stack untouched and takes
 the daemon's own path.
