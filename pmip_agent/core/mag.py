@@ -21,7 +21,6 @@ from ..wire.constants import (
     BuFlags,
     HandoffIndicator,
     Ipv4Status,
-    OptionType,
     Status,
     WireProfile,
 )
@@ -60,7 +59,7 @@ from .events import (
     TunnelNeeded,
 )
 from .policy import Ipv4Mode, LmaPeerSettings, MagSettings, MnProfile
-from .templates import AckShape, AckShapeBook, PbuTemplate
+from .templates import IPV4_REQUEST_TYPES, AckShape, AckShapeBook, PbuTemplate, option_offsets
 
 ZERO4 = IPv4Address(0)
 ZERO6 = IPv6Address(0)
@@ -94,21 +93,6 @@ class BulView:
 
 
 MAX_PBU_TEMPLATES = 256  # distinct PBU keys kept; beyond that, new ones are encoded in full
-
-
-def _ipv4_address_at(mh: bytes) -> int | None:
-    """The offset in a PBU of the address in its IPv4 home address option (RFC 5555's,
-    or RFC 5844's request: the same layout), or None."""
-    at = 12  # the options after the Mobility Header's 6 octets and the BU's 6
-    while at + 2 <= len(mh):
-        kind = mh[at]
-        if kind == OptionType.PAD1:
-            at += 1
-            continue
-        if kind in (OptionType.IPV4_HOME_ADDRESS, OptionType.IPV4_HOA_REQUEST):
-            return at + 4
-        at += 2 + mh[at + 1]
-    return None
 
 
 class _PbuOrder(NamedTuple):
@@ -277,9 +261,11 @@ class MagEngine:
         mh = (self._from_template(order) if self.pbu_templates else None) or (
             self._encode_in_full(order)
         )
-        hoa_at = _ipv4_address_at(mh)
-        if hoa_at is None:  # cannot happen: the order asks for an address
+        offsets = option_offsets(mh)
+        found = [offsets[t][0] for t in IPV4_REQUEST_TYPES if t in offsets]
+        if not found:  # cannot happen: the order asks for an address
             return None
+        hoa_at = found[0] + 4  # past type, length and the prefix-length word
         coa = settings.proxy_coa
         mh = mh[:4] + mh_checksum(mh, coa, lma.lmaa).to_bytes(2, "big") + mh[6:]
         packet = ipv6_frame.wrap(mh, coa, lma.lmaa)
