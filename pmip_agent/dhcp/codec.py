@@ -262,6 +262,19 @@ def sub_option(info: bytes | None, code: int) -> bytes | None:
     return None
 
 
+def _lease_options(lease_s: int) -> list[tuple[int, bytes]]:
+    """The lease time, T1 and T2 (RFC 2131 §4.4.5: 0.5 and 0.875 of the lease)."""
+    return [
+        (OPT_LEASE_TIME, lease_s.to_bytes(4, "big")),
+        (OPT_RENEWAL, (lease_s // 2).to_bytes(4, "big")),
+        (OPT_REBINDING, (lease_s * 7 // 8).to_bytes(4, "big")),
+    ]
+
+
+def _mask(prefix_len: int) -> bytes:
+    return ((0xFFFFFFFF << (32 - prefix_len)) & 0xFFFFFFFF if prefix_len else 0).to_bytes(4, "big")
+
+
 def build_reply(
     request: DhcpMessage,
     message_type: int,
@@ -277,15 +290,9 @@ def build_reply(
         (OPT_SERVER_ID, server_id.packed),
     ]
     if lease_s is not None:
-        for code, value in (
-            (OPT_LEASE_TIME, lease_s),
-            (OPT_RENEWAL, lease_s // 2),
-            (OPT_REBINDING, lease_s * 7 // 8),
-        ):
-            opts.append((code, value.to_bytes(4, "big")))
+        opts += _lease_options(lease_s)
     if prefix_len is not None:
-        mask = (0xFFFFFFFF << (32 - prefix_len)) & 0xFFFFFFFF if prefix_len else 0
-        opts.append((OPT_SUBNET_MASK, mask.to_bytes(4, "big")))
+        opts.append((OPT_SUBNET_MASK, _mask(prefix_len)))
     if router is not None:
         opts.append((OPT_ROUTER, router.packed))
     reply = dpkt.dhcp.DHCP(
@@ -343,12 +350,12 @@ class ReplyTemplate:
     ) -> bytes:
         out = bytearray(self.data)
         out[16:20] = yiaddr.packed
-        mask = (0xFFFFFFFF << (32 - prefix_len)) & 0xFFFFFFFF if prefix_len else 0
-        values = (server_id.packed, lease_s.to_bytes(4, "big"),
-                  (lease_s // 2).to_bytes(4, "big"), (lease_s * 7 // 8).to_bytes(4, "big"),
-                  mask.to_bytes(4, "big"), router.packed)  # fmt: skip
-        for at, value in zip(self.at, values, strict=True):
-            out[at : at + 4] = value
+        values = dict(  # what build_reply puts in these options
+            [(OPT_SERVER_ID, server_id.packed), *_lease_options(lease_s),
+             (OPT_SUBNET_MASK, _mask(prefix_len)), (OPT_ROUTER, router.packed)]
+        )  # fmt: skip
+        for code, at in zip(_TEMPLATE_FIELDS, self.at, strict=True):
+            out[at : at + 4] = values[code]
         return bytes(out)
 
 
