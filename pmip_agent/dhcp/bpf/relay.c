@@ -257,6 +257,20 @@ int access_in(struct __sk_buff *skb) {
 #define OPT_IPV4_HOA_REPLY 37 // RFC 5844: the same layout as 30
 #define MAX_MH_OPTIONS 16
 
+// The Mobility Header of `skb` if it is IPv6 with no extension headers, carrying one of
+// `type` with its 12 fixed octets (a BU's or a BA's) in linear data; else 0. Its IPv6
+// header is just before it.
+static __always_inline __u8 *mobility_header(struct __sk_buff *skb, __u8 type) {
+    if (bpf_skb_pull_data(skb, skb->len))
+        return 0;
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    if (data + MH_AT + 12 > end)
+        return 0;
+    struct ipv6hdr *ip6 = data + ETH_LEN;
+    __u8 *mh = data + MH_AT;
+    return ip6->nexthdr == IPPROTO_MH && mh[2] == type ? mh : 0;
+}
+
 // The offset of the first Mobility Header option of type `a` or `b` and length `len`
 // before `stop` (the end of the options), or 0. A function of its own (not inlined): the
 // verifier checks it once, and its callers see an offset they check before use.
@@ -288,16 +302,12 @@ SEC("tc")
 int uplink_out(struct __sk_buff *skb) {
     __u32 zero = 0;
     struct conf *cf = bpf_map_lookup_elem(&conf, &zero);
-    if (!cf || !cf->relay_ip || skb->protocol != bpf_htons(ETH_P_IPV6) ||
-        bpf_skb_pull_data(skb, skb->len))
+    if (!cf || !cf->relay_ip || skb->protocol != bpf_htons(ETH_P_IPV6))
         return TC_ACT_OK;
-    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
-    if (data + MH_AT + 12 > end)
-        return TC_ACT_OK;
-    struct ipv6hdr *ip6 = data + ETH_LEN;
-    __u8 *mh = data + MH_AT;
-    if (ip6->nexthdr != IPPROTO_MH || mh[2] != MH_BU || (mh[10] | mh[11]) == 0)
+    __u8 *mh = mobility_header(skb, MH_BU);
+    if (!mh || (mh[10] | mh[11]) == 0)
         return TC_ACT_OK; // not a PBU, or a de-registration (lifetime 0)
+    struct ipv6hdr *ip6 = (void *)mh - sizeof(*ip6);
     __u32 *from = (__u32 *)&ip6->saddr, *coa = (__u32 *)cf->proxy_coa;
     if (from[0] != coa[0] || from[1] != coa[1] || from[2] != coa[2] || from[3] != coa[3])
         return TC_ACT_OK;
@@ -306,8 +316,7 @@ int uplink_out(struct __sk_buff *skb) {
     __builtin_memcpy(ex.lmaa, &ip6->daddr, 16);
     __u32 hoa_at = mh_option(skb, stop, OPT_IPV4_HOME_ADDRESS, OPT_IPV4_HOA_REQUEST, 6);
     __u32 llid_at = mh_option(skb, stop, OPT_MN_LINK_LAYER_ID, OPT_MN_LINK_LAYER_ID, 8);
-    data = (void *)(long)skb->data;
-    end = (void *)(long)skb->data_end;
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     __u8 *h = data + (hoa_at & 0x3ff), *l = data + (llid_at & 0x3ff);
     if (!hoa_at || !llid_at || (void *)(h + 8) > end || (void *)(l + 10) > end)
         return TC_ACT_OK;
@@ -360,15 +369,10 @@ static __always_inline int release(struct __sk_buff *skb, struct conf *cf, __u64
 // A PBA accepting the address an expected PBU reported: into grants, and the ACK of it
 // that came first, if any, to the MN (release). Else TC_ACT_OK.
 static __always_inline int pba_in(struct __sk_buff *skb, struct conf *cf) {
-    if (bpf_skb_pull_data(skb, skb->len))
+    __u8 *mh = mobility_header(skb, MH_BA);
+    if (!mh || mh[6] >= 128) // status: accepted
         return TC_ACT_OK;
-    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
-    if (data + MH_AT + 12 > end)
-        return TC_ACT_OK;
-    struct ipv6hdr *ip6 = data + ETH_LEN;
-    __u8 *mh = data + MH_AT;
-    if (ip6->nexthdr != IPPROTO_MH || mh[2] != MH_BA || mh[6] >= 128) // status: accepted
-        return TC_ACT_OK;
+    struct ipv6hdr *ip6 = (void *)mh - sizeof(*ip6);
     __u32 *to = (__u32 *)&ip6->daddr, *coa = (__u32 *)cf->proxy_coa;
     if (to[0] != coa[0] || to[1] != coa[1] || to[2] != coa[2] || to[3] != coa[3])
         return TC_ACT_OK;
@@ -381,8 +385,7 @@ static __always_inline int pba_in(struct __sk_buff *skb, struct conf *cf) {
         return TC_ACT_OK;
     __u32 stop = MH_AT + ((__u32)mh[1] + 1) * 8;
     __u32 at = mh_option(skb, stop, OPT_IPV4_ADDRESS_ACK, OPT_IPV4_HOA_REPLY, 6);
-    data = (void *)(long)skb->data;
-    end = (void *)(long)skb->data_end;
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
     __u8 *p = data + (at & 0x3ff);
     if (!at || (void *)(p + 8) > end || p[2] != 0) // none, or status: not success
         return TC_ACT_OK;
