@@ -217,14 +217,17 @@ def test_offsets_only_for_options_packed_end_to_end() -> None:
     prefix_len=st.integers(0, 32),
     flags=st.sampled_from([0, 0x8000]),
     kind=st.sampled_from([codec.OFFER, codec.ACK]),
+    header=st.binary(min_size=236, max_size=236),
 )
 def test_a_reply_template_filled_is_the_reply_built_in_full(
     yiaddr: IPv4Address, router: IPv4Address, lease_s: int, prefix_len: int, flags: int,
-    kind: int,
+    kind: int, header: bytes,
 ) -> None:  # fmt: skip
     """ReplyTemplate.fill gives build_reply's bytes, octet for octet, for any grant that
-    has a router (the server identifier is then the router, as DhcpAgent sets it)."""
+    has a router (the server identifier is then the router, as DhcpAgent sets it), and
+    any request: the template copies only the fields build_reply takes from it."""
     raw = bytearray(_discover())
+    raw[3:236] = header[3:]  # any hops, xid, secs, addresses, chaddr, sname and file
     raw[10:12] = flags.to_bytes(2, "big")
     request = codec.parse(bytes(raw))
     template = codec.ReplyTemplate.of(request, kind)

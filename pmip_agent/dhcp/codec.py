@@ -22,6 +22,7 @@ the decoded way; a message it accepts, `parse` accepts too, with the same values
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import NamedTuple
@@ -311,6 +312,37 @@ def build_reply(
 # The options whose values a ReplyTemplate fills in, each four octets, in this order.
 _TEMPLATE_FIELDS = (OPT_SERVER_ID, OPT_LEASE_TIME, OPT_RENEWAL, OPT_REBINDING, OPT_SUBNET_MASK,
                     OPT_ROUTER)  # fmt: skip
+# What build_reply copies from the request, as (start, end): xid; flags and ciaddr; giaddr
+# and chaddr. Everything else in its replies is the same for every request.
+_FROM_REQUEST = ((4, 8), (10, 16), (24, 44))
+
+
+@functools.cache
+def _skeleton(message_type: int) -> tuple[bytes, tuple[int, ...]]:
+    """build_reply's reply of this type with zeros for the request's fields and for the
+    grant's values, and where the values of _TEMPLATE_FIELDS' options begin."""
+    blank = (
+        bytes((1, 1, 6)) + bytes(233) + MAGIC_COOKIE + bytes((OPT_MESSAGE_TYPE, 1, DISCOVER, 255))
+    )
+    data = build_reply(parse(padded(blank)), message_type, ZERO, ZERO, lease_s=0, prefix_len=0,
+                       router=ZERO)  # fmt: skip
+    found: dict[int, int] = {}
+    i = MIN_LEN
+    while i + 1 < len(data) and data[i] != 255:
+        found.setdefault(data[i], i + 2)
+        i += 2 + data[i + 1]
+    return data, tuple(found[code] for code in _TEMPLATE_FIELDS)
+
+
+def reply_template(raw: bytes, message_type: int) -> tuple[bytes, tuple[int, ...]]:
+    """build_reply's OFFER or ACK (``message_type``) to the request ``raw`` (its bytes, at
+    least MIN_LEN of them), with zeros for the grant's values (yiaddr, and the options of
+    _TEMPLATE_FIELDS), and where those options' values begin: no decoding, no dpkt."""
+    data, at = _skeleton(message_type)
+    out = bytearray(data)
+    for start, end in _FROM_REQUEST:
+        out[start:end] = raw[start:end]
+    return bytes(out), at
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,20 +357,8 @@ class ReplyTemplate:
     at: tuple[int, ...]  # where the values of _TEMPLATE_FIELDS' options begin
 
     @classmethod
-    def of(cls, request: DhcpMessage, message_type: int) -> ReplyTemplate | None:
-        data = build_reply(request, message_type, ZERO, ZERO, lease_s=0, prefix_len=0,
-                           router=ZERO)  # fmt: skip
-        found: dict[int, int] = {}
-        i = 240
-        while i + 1 < len(data) and data[i] != 255:
-            if data[i] == 0:
-                i += 1
-                continue
-            found.setdefault(data[i], i + 2)
-            i += 2 + data[i + 1]
-        if any(code not in found for code in _TEMPLATE_FIELDS):
-            return None
-        return cls(request, data, tuple(found[code] for code in _TEMPLATE_FIELDS))
+    def of(cls, request: DhcpMessage, message_type: int) -> ReplyTemplate:
+        return cls(request, *reply_template(request.raw, message_type))
 
     def fill(
         self,
