@@ -930,6 +930,8 @@ class MagService(Service):
                 attached = self._attach(ifname, mac, f"DHCP {seen.name}")
                 attached_early = True
                 self.flush()
+                if attached is not None and self.kernel is not None:
+                    self.kernel.arm_offer(attached, ifname, data, seen)  # sent with the PBA
         try:
             msg = dhcp.parse(data)
         except dhcp.DhcpError as exc:

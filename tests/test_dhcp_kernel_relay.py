@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 import yaml
 from dhcp_lab import KEA, LMAA, MAG_COA, DhcpLab
-from frame_capture import Seen, Sniffer
+from frame_capture import Seen, Sniffer, options_of
 from netns import Lab, wait_for
 from pcap import assert_tshark_decodes
 
+from pmip_agent.dhcp import codec as dhcp
 from pmip_agent.dhcp.kernel_relay import PRIO
 from pmip_agent.wire.ipv6 import unwrap
 from pmip_agent.wire.messages import mh_checksum
@@ -184,6 +185,61 @@ def test_an_ack_before_its_pba_leaves_from_the_kernel_once(kr_lab: DhcpLab) -> N
     binding = wait_for(lambda: kr_lab.lma_binding(mn), 5, what="binding")
     assert binding["ipv4_hoa"] == lease["ip"]
     # The daemon read the PBA's copy: the MAG's own entry is registered with the address.
+    rows = kr_lab.mags["mag1"].ctl_json("bindings")
+    assert any(r["mn_id"] == mn and r["registered"] and r["ipv4_hoa"] == lease["ip"]
+               for r in rows), rows  # fmt: skip
+
+
+def test_the_offer_leaves_with_the_pba_from_the_kernel(kr_lab: DhcpLab) -> None:
+    """Seed Figure 2 (the MAG's own server, the address from the LMA's pool): the OFFER
+    the daemon built at the DISCOVER, while the PBU was out, is completed from the PBA
+    and sent by the kernel as the PBA passes (relay.c, send_offer). The LMA is stopped
+    until the daemon has armed it, so the test, not the scheduler, says the PBA comes
+    after. The MN sees one OFFER, after the PBA, from the router's address, with right
+    IPv4 and UDP checksums (tshark checks them), and its BOOTP message is the one
+    `codec.build_reply` makes for that grant; the MN gets its lease, and the daemon,
+    which read the PBA's copy and answered the REQUEST, holds the binding."""
+    mn = "lma@example.net"
+    ns = kr_lab.attach_mn(mn, solicits=False)  # attached by its DISCOVER, not by an RS
+    wait_for(lambda: "acc1" in kernel(kr_lab)["links"], 5, what="acc1's filter")
+    assert kr_lab.lma.proc is not None
+    lease, seen = _lease_with_a_pause(
+        kr_lab, ns, "udhcpc", kr_lab.lma.proc, ("acc1", "tr0"), "offers_armed", "an armed OFFER"
+    )
+    status = kernel(kr_lab)
+    assert status["offers_sent"] == 1 and status["offers_armed"] >= 1, status
+    offers = [s for s in seen if (s.ifname, s.out, s.kind) == ("acc1", True, "OFFER")]
+    discovers = [s for s in seen if (s.ifname, s.out, s.kind) == ("acc1", False, "DISCOVER")]
+    pbas = [s for s in seen if (s.ifname, s.out, s.kind) == ("tr0", False, "PBA")]
+    assert len(offers) == 1 and pbas and offers[0].ts > pbas[0].ts, seen
+    offer = offers[0].frame
+    assert offer[:6] == b"\xff" * 6, offer[:14].hex()
+    bootp = offer[14 + 28 :]
+    options = options_of(bootp)
+    router, hoa = IPv4Address(options[3]), IPv4Address(bootp[16:20])
+    mh = pbas[0].frame[54:]
+    lease_s = min(600, int.from_bytes(mh[10:12], "big") * 4 - 1)  # never past the binding
+    assert (str(hoa), lease["router"]) == (lease["ip"], str(router)), lease
+    assert IPv4Address(lease["ip"]) in IPv4Network("10.10.0.0/24")
+    fields = {
+        "ip.src": str(router),
+        "ip.dst": "255.255.255.255",
+        "ip.checksum.status": "1",
+        "udp.checksum.status": "1",
+        "dhcp.option.dhcp": "2",
+        "dhcp.ip.your": str(hoa),
+        "dhcp.option.router": str(router),
+        "dhcp.option.dhcp_server_id": str(router),
+        "dhcp.option.ip_address_lease_time": str(lease_s),
+    }
+    assert_tshark_decodes([offer[14:]], [fields])
+    discover = next(s for s in reversed(discovers) if s.key == offers[0].key).frame
+    request = dhcp.parse(discover[14 + 28 :])
+    plen = bin(int.from_bytes(options[1], "big")).count("1")
+    assert plen == 24, options[1].hex()
+    assert bootp == dhcp.build_reply(
+        request, dhcp.OFFER, router, hoa, lease_s=lease_s, prefix_len=plen, router=router
+    )
     rows = kr_lab.mags["mag1"].ctl_json("bindings")
     assert any(r["mn_id"] == mn and r["registered"] and r["ipv4_hoa"] == lease["ip"]
                for r in rows), rows  # fmt: skip

@@ -30,10 +30,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
 import hashlib
 import shutil
 import socket
+import struct
 import subprocess
+import sys
 import sysconfig
 import threading
 import time
@@ -49,7 +52,8 @@ TC_EGRESS = "ffff:fff3"
 ETH_P_ALL = 3
 TAIL_MAX = 128  # relay.c: option 82 and END
 # relay.c's stats slots, in order
-STATS = ("to_server", "to_mn", "no_route", "ack_up", "pba_grants", "acks_released", "pbus_sent")
+STATS = ("to_server", "to_mn", "no_route", "ack_up", "pba_grants", "acks_released", "pbus_sent",
+         "offers_sent")  # fmt: skip
 APT_HINT = "apt-get install clang libbpf-dev"
 
 T = TypeVar("T")
@@ -157,11 +161,14 @@ def _link_key(ifindex: int, mac: bytes | None) -> bytes:
     )
 
 
-MAPS = ("conf", "links", "attached", "grants", "expects", "held", "armed", "stats")
+MAPS = ("conf", "links", "attached", "grants", "expects", "held", "armed", "offers", "stats")
 ARMED_MAX = 512  # relay.c: an armed PBU's frame
 HELD_MAX = 1024  # relay.c: a held ACK's frame
 HELD_RELEASED = 2  # relay.c: struct held's state once the kernel sent it
-ARMED_SENT = 2  # relay.c: struct armed's state once the kernel sent it
+ARMED_SENT = 2  # relay.c: struct armed's and struct offer's state once the kernel sent it
+OFFER_MAX = 512  # relay.c: an armed OFFER's frame
+OFFER_FIELDS = 6  # relay.c: the values a PBA fills in (codec.ReplyTemplate's)
+BOOTP_AT = 14 + 20 + 8  # relay.c: Ethernet, IPv4 without options, UDP
 
 
 class _Held(ctypes.Structure):
@@ -194,6 +201,42 @@ class _Armed(ctypes.Structure):
         ("at_ns", ctypes.c_uint64),
         ("frame", ctypes.c_ubyte * ARMED_MAX),
     )
+
+
+# relay.c's struct offer up to its frame (native order, no padding: it has none there).
+_OFFER_HEAD = struct.Struct(f"=IIII{OFFER_FIELDS}HIQ16s")
+
+
+def _checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of ``data``, of even length, in native order."""
+    total = sum(memoryview(data).cast("H"))  # native order, as relay.c reads it
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+@functools.lru_cache(maxsize=64)
+def _headers(access_mac: bytes, bootp_len: int) -> tuple[bytes, bytes, int]:
+    """`offer_frame`'s Ethernet and IPv4 headers, its UDP header less the checksum, and
+    the checksum's sum over those and the UDP pseudo-header."""
+    udp_len = 8 + bootp_len
+    ip = bytearray(b"\x45\0" + (20 + udp_len).to_bytes(2, "big") + bytes(4) + b"\x40\x11"
+                   + bytes(6) + b"\xff" * 4)  # fmt: skip
+    ip[10:12] = _checksum(bytes(ip)).to_bytes(2, sys.byteorder)
+    udp = b"\0\x43\0\x44" + udp_len.to_bytes(2, "big")
+    pseudo = bytes(4) + b"\xff" * 4 + b"\0\x11" + udp_len.to_bytes(2, "big")
+    eth = b"\xff" * 6 + access_mac[:6] + b"\x08\0"
+    return eth + bytes(ip), udp, ~_checksum(pseudo + udp) & 0xFFFF
+
+
+def offer_frame(access_mac: bytes, bootp: bytes) -> bytes:
+    """The frame relay.c's send_offer completes: ``bootp`` (`codec.reply_template`'s,
+    zeros for what the grant says, of even length) broadcast on the access link, as the
+    MAG's server socket sends it, from 0.0.0.0 for now (the router's address, from the
+    PBA, goes there), with the IPv4 and UDP checksums computed so."""
+    head, udp, partial = _headers(access_mac, len(bootp))
+    udp_sum = _checksum(partial.to_bytes(2, sys.byteorder) + bootp) or 0xFFFF
+    return head + udp + udp_sum.to_bytes(2, sys.byteorder) + bootp
 
 
 class KernelRelay:
@@ -283,6 +326,39 @@ class KernelRelay:
             self._maps["armed"], ctypes.byref(key), ctypes.byref(value), 0
         ):
             raise OSError(ctypes.get_errno(), "kernel relay: cannot update map armed")
+
+    def arm_offer(
+        self,
+        sequence: int,
+        frame: bytes,
+        at: tuple[int, ...],
+        access_if: int,
+        lease_max: int,
+        lmaa: bytes,
+    ) -> None:
+        """The OFFER (`offer_frame`) that the PBA answering PBU ``sequence`` from
+        ``lmaa`` is to become, sent on ``access_if``, with the PBA's values at ``at``
+        (offsets in the BOOTP message, `codec.ReplyTemplate.at`), within relay.c's
+        ARMED_NS: relay.c, send_offer. `take_offer` says whether it went."""
+        if len(frame) > OFFER_MAX:
+            raise ValueError(f"an OFFER of {len(frame)} octets is too long to arm")
+        value = _OFFER_HEAD.pack(
+            1, len(frame), access_if, min(lease_max, 0xFFFFFFFF), *(BOOTP_AT + a for a in at),
+            0, time.clock_gettime_ns(time.CLOCK_MONOTONIC), lmaa,
+        ) + frame.ljust(OFFER_MAX, b"\0")  # fmt: skip
+        key = ctypes.c_uint32(sequence)  # on the PBU's heels: bytes as they are, no copies
+        if self._bpf.lib.bpf_map_update_elem(self._maps["offers"], ctypes.byref(key), value, 0):
+            raise OSError(ctypes.get_errno(), "kernel relay: cannot update map offers")
+
+    def take_offer(self, sequence: int) -> bool:
+        """True if the kernel sent the OFFER armed for PBU ``sequence``; either way it
+        leaves the kernel, which will not send it from here on."""
+        key = ctypes.c_uint32(sequence)
+        value = ctypes.create_string_buffer(_OFFER_HEAD.size + OFFER_MAX)
+        fd = self._maps["offers"]
+        found = self._bpf.lib.bpf_map_lookup_elem(fd, ctypes.byref(key), value)
+        self._bpf.lib.bpf_map_delete_elem(fd, ctypes.byref(key))
+        return found == 0 and int.from_bytes(value.raw[:4], sys.byteorder) == ARMED_SENT
 
     def disarm(self, mac: bytes) -> None:
         self._delete("armed", mac_key(mac).to_bytes(8, "little"))

@@ -10,6 +10,10 @@ would, and lets an ACK through only for an address the LMA granted.
 - Armed PBUs: at an MN's DISCOVER, the PBU its OFFER calls for, which the kernel sends
   as the OFFER passes, with the offered address in it (`arm`); the engine learns it went
   from its PBA or the server's next reply (`confirm`).
+- Armed OFFERs: at the DISCOVER of an MN the MAG's own server answers (seed Figure 2),
+  once its PBU has asked the LMA for an address, the OFFER it will get, less what the
+  PBA grants; the kernel fills that in and sends it as the PBA passes (`arm_offer`).
+  The daemon's own copy is then not sent (`sent_already`).
 - Expected PBAs: the kernel reads each PBU that asks for an address as it leaves, so
   that it grants the address as an accepting PBA comes in, and sends on the server's
   ACK of it that came first. The daemon's copy of that ACK is then not sent
@@ -31,11 +35,21 @@ from typing import Any
 
 from ..core import events as ev
 from ..net.ratelimit import RateLimitedLog
+from . import codec
 from .agent import DhcpAgent
-from .kernel_relay import KernelRelay, KernelRelayError, mac_of, remove_stale, upstream_of
+from .kernel_relay import (
+    KernelRelay,
+    KernelRelayError,
+    mac_of,
+    offer_frame,
+    remove_stale,
+    upstream_of,
+)
 from .sockets import rcvmark_works
 
 log = logging.getLogger("pmip.mag")
+ZERO4 = bytes(4)
+OFFER_TYPE = bytes((53, 1, codec.OFFER))  # build_reply's first option
 
 
 class RelayOffload:
@@ -60,6 +74,10 @@ class RelayOffload:
         # MAC per sequence number.
         self._armed: dict[bytes, tuple[bytes, int, int, float]] = {}
         self._armed_seq: dict[int, bytes] = {}
+        # Armed OFFERs of the MAG's own server: per chaddr, (PBU sequence number, xid).
+        self._offers: dict[bytes, tuple[int, bytes]] = {}
+        self._access: dict[str, tuple[int, bytes]] = {}  # per access link: ifindex, MAC
+        self.offers_armed = 0
         self._profile_macs = macs_of  # an MN's link-layer ids from its profile
         # Per (access ifindex, MN's MAC or None for the link's own MN): option 82, MN.
         self._links: dict[tuple[int, bytes | None], tuple[bytes, bytes]] = {}
@@ -132,6 +150,7 @@ class RelayOffload:
 
     def link_up(self, ifname: str, iface_mn: dict[str, bytes], by_mac: dict[bytes, bytes]) -> None:
         """The access program on ``ifname`` (again, when it was re-created), and its MNs."""
+        self._access.pop(ifname, None)
         try:
             self.kernel.attach(ifname)
         except OSError as exc:
@@ -287,13 +306,64 @@ class RelayOffload:
     def armed(self) -> bool:
         return bool(self._armed_seq)
 
-    def sent_already(self, data: bytes) -> bool:
-        """True for a server's reply to an MN (BOOTP ``data``) that the kernel sent on
-        already: an ACK that came before its PBA, which the PBA released in the kernel
-        (relay.c, release) while the daemon held its own copy. That copy is not sent.
-        Replies of the MAG's own DHCP server (giaddr not the relay's) cost no lookup."""
-        if len(data) < 34 or data[0] != 2 or data[24:28] != self._relay:
+    # --- OFFERs armed at the DISCOVER, sent by the kernel with the PBA (Figure 2) -------
+
+    def arm_offer(self, mn_id: bytes, ifname: str, data: bytes, seen: codec.Peek) -> None:
+        """At the DISCOVER (BOOTP ``data``, `codec.peek`'d as ``seen``) of an MN the MAG's
+        own server answers once the LMA grants it an address (seed Figure 2), right after
+        the PBU asking for it has left: the OFFER `DhcpAgent` will build, left in the
+        kernel, which completes it from the PBA and sends it as the PBA passes (relay.c,
+        send_offer). Built from the DISCOVER's bytes (`codec.reply_template`), before
+        they are decoded: the PBA can come back within 0.3 ms. The daemon's own copy of
+        that OFFER is then not sent (`sent_already`)."""
+        if not self._uplinks or seen.message_type != codec.DISCOVER or seen.ciaddr != ZERO4:
+            return
+        agent = self.agent
+        if mn_id in agent.grants or mn_id in agent.denied:
+            return  # answered at once, or not at all
+        reporting = agent.engine.reporting_ipv4(mn_id)
+        if reporting is None:
+            return
+        sequence, hoa, lmaa = reporting
+        if hoa.packed != ZERO4 or lmaa not in self._uplinks:
+            return  # an address of the MN's own to register: no OFFER waits for the PBA
+        try:
+            access = self._access.get(ifname)
+            if access is None:
+                access = self._access[ifname] = (socket.if_nametoindex(ifname), mac_of(ifname))
+            bootp, at = codec.reply_template(data, codec.OFFER)
+            self.kernel.arm_offer(sequence, offer_frame(access[1], bootp), at, access[0],
+                                  agent.lease_s, lmaa.packed)  # fmt: skip
+        except (OSError, ValueError) as exc:  # the daemon sends it, as without arming
+            self.drops.warning("kernel-relay-map", time.time(), "%s", exc)
+            return
+        if len(self._offers) > 4096:  # DISCOVERs no PBA answered
+            self._offers.clear()
+        self._offers[data[28:34]] = (sequence, data[4:8])
+        self.offers_armed += 1
+
+    def _offer_sent(self, data: bytes) -> bool:
+        """True for the MAG's own OFFER (BOOTP ``data``) that the kernel sent already."""
+        armed = self._offers.pop(data[28:34], None)
+        if armed is None:
             return False
+        sequence, xid = armed
+        try:
+            sent = self.kernel.take_offer(sequence)
+        except OSError:
+            return False
+        return sent and xid == data[4:8] and data[240:243] == OFFER_TYPE
+
+    def sent_already(self, data: bytes) -> bool:
+        """True for a reply to an MN (BOOTP ``data``) that the kernel sent already:
+        - the MAG's own OFFER, armed at the DISCOVER (`arm_offer`) and sent with the PBA;
+        - a server's ACK that came before its PBA, which the PBA released in the kernel
+          (relay.c, release) while the daemon held its own copy.
+        That copy is not sent. Other replies cost a dictionary lookup at most."""
+        if len(data) < 243 or data[0] != 2:
+            return False
+        if data[24:28] != self._relay:
+            return bool(self._offers) and self._offer_sent(data)
         try:
             return self.kernel.released(data[28:34], data[4:8])
         except OSError:
@@ -313,6 +383,7 @@ class RelayOffload:
             "links": sorted(self.kernel.attached),
             "entries": len(self._links),
             "copies_read": self.copies,
+            "offers_armed": self.offers_armed,
             **self.kernel.stats(),
         }
 

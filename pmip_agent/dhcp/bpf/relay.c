@@ -1,5 +1,6 @@
 // The MAG's DHCP relay hook (seed Figure 3) for its common messages, as three tc programs,
-// so that no process wakes up to pass them on, or to send the PBU an OFFER calls for. Loaded by pmip_agent/dhcp/kernel_relay.py
+// so that no process wakes up to pass them on, to send the PBU an OFFER calls for, or to
+// send the MAG's own OFFER once the PBA grants it. Loaded by pmip_agent/dhcp/kernel_relay.py
 // when mag.dhcp.kernel_relay is set; the daemon's own relay handles everything else.
 //
 // access_in (each access link's ingress): a known MN's DISCOVER or SELECTING REQUEST
@@ -21,7 +22,11 @@
 //     not wait for the daemon to read the PBA. If that ACK came first and waits in held,
 //     the PBA goes up as a marked copy and becomes the ACK, which leaves for the MN: no
 //     process wakes up between the PBA and the ACK. The daemon sees the entry released
-//     and does not send its own copy again.
+//     and does not send its own copy again;
+//   - a PBA answering a PBU that asked the LMA for an address (seed Figure 2), for an MN
+//     whose DISCOVER the MAG's own server answers: the daemon armed that OFFER while the
+//     PBU was out (the offers map), and the PBA, once a marked copy of it has gone up,
+//     becomes it, with what the PBA grants filled in, and leaves for the MN.
 // uplink_out (egress of the links toward the LMAs): notes each PBU that asks for a given
 //   IPv4 address for an MN known by its MAC, in expects, by sequence number.
 // Anything else, or anything unusual, goes up the stack untouched (TC_ACT_OK), where the
@@ -105,6 +110,23 @@ struct armed { // per MN's MAC: a PBU the daemon built at the DISCOVER, to send 
     __u8 frame[ARMED_MAX]; // Ethernet (addresses left to the FIB), IPv6, Mobility Header
 };
 
+#define OFFER_MAX 512 // an armed OFFER's frame
+#define OFFER_FIELDS 6 // codec.ReplyTemplate's: server identifier, lease time, T1, T2, mask, router
+
+struct offer { // per PBU sequence number: the MAG's own OFFER (Figure 2), less the grant
+    __u32 state; // ARMED or SENT
+    __u32 len; // of frame
+    __u32 access_if; // the MN's access link
+    __u32 lease_max; // the MAG's lease time, in seconds
+    __u16 at[OFFER_FIELDS]; // where their values go in frame (zeros there)
+    __u32 pad;
+    __u64 at_ns; // bpf_ktime_get_ns when it was armed
+    __u8 lmaa[16]; // the LMA the PBU went to, which alone may answer it
+    // Ethernet (broadcast, from the access link), IPv4 from 0.0.0.0 to 255.255.255.255,
+    // UDP 67 to 68 and BOOTP, with 0.0.0.0 for yiaddr: the checksums computed so.
+    __u8 frame[OFFER_MAX];
+};
+
 enum {
     STAT_TO_SERVER,
     STAT_TO_MN,
@@ -113,6 +135,7 @@ enum {
     STAT_PBA_GRANT,
     STAT_ACK_RELEASED,
     STAT_PBU_SENT,
+    STAT_OFFER_SENT,
     STAT_N
 };
 
@@ -164,6 +187,13 @@ struct {
     __type(key, __u64); // the MN's MAC
     __type(value, struct armed);
 } armed SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 4096); // armed for the LMA's round trip
+    __type(key, __u32); // the sequence number of the PBU asking the LMA for an address
+    __type(value, struct offer);
+} offers SEC(".maps");
 
 struct { // where an ACK is built before it goes into held (too big for the stack)
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -255,6 +285,7 @@ int access_in(struct __sk_buff *skb) {
 #define OPT_IPV4_ADDRESS_ACK 30 // RFC 5555 (the seed's)
 #define OPT_IPV4_HOA_REQUEST 36 // RFC 5844: the same layout as 29
 #define OPT_IPV4_HOA_REPLY 37 // RFC 5844: the same layout as 30
+#define OPT_IPV4_DEFAULT_ROUTER 38 // RFC 5844: 2 reserved octets, then the address
 #define MAX_MH_OPTIONS 16
 
 // The Mobility Header of `skb` if it is IPv6 with no extension headers, carrying one of
@@ -366,8 +397,98 @@ static __always_inline int release(struct __sk_buff *skb, struct conf *cf, __u64
     return bpf_redirect(access_if, 0);
 }
 
-// A PBA accepting the address an expected PBU reported: into grants, and the ACK of it
-// that came first, if any, to the MN (release). Else TC_ACT_OK.
+static __always_inline __u32 fold(__u32 sum) {
+    sum = (sum & 0xffff) + (sum >> 16);
+    return (sum & 0xffff) + (sum >> 16);
+}
+
+// The one's complement sum of a value's two 16-bit halves, as it lies in memory at
+// offset `at` of a checksummed run that starts at an even offset: at an odd one, each
+// octet counts in the other half of its word.
+static __always_inline __u32 words(__u32 value, __u32 at) {
+    __u32 sum = fold((value & 0xffff) + (value >> 16));
+    return at & 1 ? ((sum & 0xff) << 8) | (sum >> 8) : sum;
+}
+
+// The OFFER armed for this PBA's PBU, completed with what the PBA grants (the address and
+// prefix length, the default router, the lifetime that bounds the lease), in place of the
+// PBA: the PBA goes up as a marked copy first, then the OFFER leaves for the MN, so that
+// no process wakes up between the PBA and the OFFER (seed Figure 2, steps 3 to 5).
+// TC_ACT_OK when the PBA does not grant all of that (the daemon answers, or not, as it
+// decides), or when the OFFER cannot be sent (SHOT: it is lost, and the MN's DISCOVER
+// comes again). The daemon reads the PBA and does not send its own copy of the OFFER.
+static __always_inline int send_offer(struct __sk_buff *skb, struct offer *o) {
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    if (data + MH_AT + 12 > end)
+        return TC_ACT_OK;
+    struct ipv6hdr *ip6 = data + ETH_LEN;
+    __u8 *mh = data + MH_AT;
+    __u32 *from = (__u32 *)&ip6->saddr, *lma = (__u32 *)o->lmaa;
+    if (from[0] != lma[0] || from[1] != lma[1] || from[2] != lma[2] || from[3] != lma[3] ||
+        o->state != ARMED || bpf_ktime_get_ns() - o->at_ns > ARMED_NS)
+        return TC_ACT_OK;
+    __u32 lifetime = (((__u32)mh[10] << 8) | mh[11]) * 4; // in units of 4 s
+    __u32 stop = MH_AT + ((__u32)mh[1] + 1) * 8;
+    __u32 ack_at = mh_option(skb, stop, OPT_IPV4_ADDRESS_ACK, OPT_IPV4_HOA_REPLY, 6);
+    __u32 router_at = mh_option(skb, stop, OPT_IPV4_DEFAULT_ROUTER, OPT_IPV4_DEFAULT_ROUTER, 6);
+    data = (void *)(long)skb->data, end = (void *)(long)skb->data_end;
+    __u8 *a = data + (ack_at & 0x3ff), *r = data + (router_at & 0x3ff);
+    if (!ack_at || !router_at || (void *)(a + 8) > end || (void *)(r + 8) > end || a[2] != 0 ||
+        lifetime < 2)
+        return TC_ACT_OK; // refused, or no router: the daemon's
+    __u32 hoa = *(__u32 *)(a + 4), router = *(__u32 *)(r + 4), plen = a[3] >> 2;
+    __u32 len = o->len, access_if = o->access_if;
+    if (!hoa || !router || plen > 32 || len < OPTIONS_AT || len > OFFER_MAX)
+        return TC_ACT_OK;
+    len = ((len - 1) & (OFFER_MAX - 1)) + 1; // 1..OFFER_MAX, for the verifier
+    // As agent.py's lease: the MAG's, but never past the binding (its lifetime counted
+    // from the PBA, less the second the daemon's own rounding takes off).
+    __u32 lease = o->lease_max < lifetime - 1 ? o->lease_max : lifetime - 1;
+    lease = lease ? lease : 1;
+    __u32 mask = plen ? 0xffffffff << (32 - plen) : 0;
+    __u32 values[OFFER_FIELDS] = {router, bpf_htonl(lease), bpf_htonl(lease / 2),
+                                  bpf_htonl(lease * 7 / 8), bpf_htonl(mask), router};
+    __u32 at[OFFER_FIELDS];
+    for (int i = 0; i < OFFER_FIELDS; i++) {
+        at[i] = o->at[i];
+        if (at[i] < OPTIONS_AT || at[i] + 4 > len)
+            return TC_ACT_OK;
+    }
+    if (!__sync_bool_compare_and_swap(&o->state, ARMED, SENT))
+        return TC_ACT_OK; // the same PBA, on another CPU, got there first
+    skb->mark = MARK;
+    int copied = bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS);
+    skb->mark = 0;
+    if (copied) {
+        o->state = ARMED;
+        return TC_ACT_OK;
+    }
+    // The checksums, computed from 0.0.0.0 with zeros where the values go, plus them:
+    // the router's address is the OFFER's source (its server identifier too).
+    __u16 ip_sum = *(__u16 *)(o->frame + ETH_LEN + 10), udp_sum = *(__u16 *)(o->frame + UDP_AT + 6);
+    ip_sum = ~fold((__u16)~ip_sum + words(router, 0));
+    __u32 sum = (__u16)~udp_sum + words(router, 0) + words(hoa, 0);
+    for (int i = 0; i < OFFER_FIELDS; i++)
+        sum += words(values[i], at[i]);
+    udp_sum = ~fold(sum);
+    udp_sum = udp_sum ? udp_sum : 0xffff; // RFC 768: 0 would say there is none
+    if (bpf_skb_change_proto(skb, bpf_htons(ETH_P_IP), 0) || bpf_skb_change_tail(skb, len, 0) ||
+        bpf_skb_store_bytes(skb, 0, o->frame, len, 0) ||
+        bpf_skb_store_bytes(skb, ETH_LEN + 10, &ip_sum, 2, 0) ||
+        bpf_skb_store_bytes(skb, ETH_LEN + 12, &router, 4, 0) ||
+        bpf_skb_store_bytes(skb, UDP_AT + 6, &udp_sum, 2, 0) ||
+        bpf_skb_store_bytes(skb, BOOTP_AT + 16, &hoa, 4, 0))
+        return TC_ACT_SHOT;
+    for (int i = 0; i < OFFER_FIELDS; i++)
+        if (bpf_skb_store_bytes(skb, at[i] & 0x1ff, &values[i], 4, 0))
+            return TC_ACT_SHOT;
+    count(STAT_OFFER_SENT);
+    return bpf_redirect(access_if, 0);
+}
+
+// A PBA answering a PBU whose OFFER is armed: that OFFER (send_offer). A PBA accepting the
+// address an expected PBU reported: into grants, and the ACK of it that came first, if
+// any, to the MN (release). Else TC_ACT_OK.
 static __always_inline int pba_in(struct __sk_buff *skb, struct conf *cf) {
     __u8 *mh = mobility_header(skb, MH_BA);
     if (!mh || mh[6] >= 128) // status: accepted
@@ -377,6 +498,9 @@ static __always_inline int pba_in(struct __sk_buff *skb, struct conf *cf) {
     if (to[0] != coa[0] || to[1] != coa[1] || to[2] != coa[2] || to[3] != coa[3])
         return TC_ACT_OK;
     __u32 seq = ((__u32)mh[8] << 8) | mh[9];
+    struct offer *o = bpf_map_lookup_elem(&offers, &seq);
+    if (o)
+        return send_offer(skb, o);
     struct expect *ex = bpf_map_lookup_elem(&expects, &seq);
     if (!ex)
         return TC_ACT_OK;
