@@ -929,9 +929,11 @@ class MagService(Service):
                 # the LMA's round trip is what the MN waits for (steps 2-3).
                 attached = self._attach(ifname, mac, f"DHCP {seen.name}")
                 attached_early = True
-                self.flush()
                 if attached is not None and self.kernel is not None:
-                    self.kernel.arm_offer(attached, ifname, data, seen)  # sent with the PBA
+                    # Its OFFER, sent by the kernel with the PBA: armed before the PBU
+                    # leaves, which wakes the LMA, which may take this CPU until then.
+                    self.kernel.arm_offer(attached, ifname, data, seen)
+                self.flush()
         try:
             msg = dhcp.parse(data)
         except dhcp.DhcpError as exc:

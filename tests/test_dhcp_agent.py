@@ -375,13 +375,13 @@ def test_discover_is_answered_only_after_the_pba() -> None:
     assert 0 < opts["renewal_time"] < opts["rebinding_time"] < offer.lease_time  # type: ignore[operator]
 
 
-def test_the_offer_built_while_the_pbu_is_out_is_the_offer_built_in_full(
+def test_offer_and_ack_are_filled_in_and_equal_the_replies_built_in_full(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Figure 2: while the PBU is out, the agent builds the DISCOVER's OFFER with
-    placeholders for the grant (codec.ReplyTemplate); the PBA only fills them in, and
-    build_reply is not called then. The OFFER is octet for octet the one build_reply
-    makes for that grant."""
+    """Figure 2: the OFFER at the PBA and the ACK at the REQUEST are build_reply's
+    skeleton with the request's fields and the grant's values patched in
+    (codec.ReplyTemplate): build_reply is not called on the MN's path. Each is octet
+    for octet the reply build_reply makes for that request and grant."""
     r = rig()
     disc = discover(MN_LMA)
     assert r.from_mn(MN_LMA, disc) == []
@@ -395,21 +395,30 @@ def test_the_offer_built_while_the_pbu_is_out_is_the_offer_built_in_full(
     monkeypatch.setattr(codec, "build_reply", counted)
     _result, out = r.pump()
     [sent] = [o for o in out if o.ifname is not None]
-    assert calls == []  # filled in, not built
     offer = codec.parse(sent.data)
     site = r.sites["mag1"]
     grant = site.agent.grants[MN_LMA]
     assert grant.router is not None and offer.lease_time is not None
-    expected = full_build(
-        codec.parse(bytes(disc)),
-        OFFER,
-        grant.router,
-        grant.hoa,
-        lease_s=offer.lease_time,
-        prefix_len=grant.prefix_len,
-        router=grant.router,
-    )
-    assert sent.data == expected
+    req = selecting(MN_LMA, offer)
+    [ack_sent] = [o for o in r.exchange(MN_LMA, req) if o.ifname is not None]
+    assert calls == []  # filled in, not built
+    ack_out = ack_sent.data
+    ack = codec.parse(ack_out)
+    assert (ack.message_type, ack.yiaddr) == (ACK, grant.hoa) and ack.lease_time is not None
+    for sent_bytes, asked, kind, lease_s in (
+        (sent.data, disc, OFFER, offer.lease_time),
+        (ack_out, req, ACK, ack.lease_time),
+    ):
+        expected = full_build(
+            codec.parse(bytes(asked)),
+            kind,
+            grant.router,
+            grant.hoa,
+            lease_s=lease_s,
+            prefix_len=grant.prefix_len,
+            router=grant.router,
+        )
+        assert sent_bytes == expected
 
 
 def test_request_selecting_our_offer_is_acked() -> None:

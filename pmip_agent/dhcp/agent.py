@@ -68,7 +68,6 @@ class _Client:
     held_reply: DhcpMessage | None = None  # relay: a server reply held until the grant
     xids: set[int] = field(default_factory=set)
     relay_info: tuple[IPv4Network | None, bytes] | None = None  # option 82, by prefix hint
-    offer: codec.ReplyTemplate | None = None  # for `waiting`, built while the PBU is out
 
 
 class DhcpAgent:
@@ -253,8 +252,6 @@ class DhcpAgent:
                 log.info("no IPv4 service for %s: DHCP %s not answered", _name(mn_id), msg.name)
             elif kind in (DISCOVER, REQUEST) and msg.ciaddr == IPv4Address(0):
                 client.waiting = msg  # answered when the PBA arrives (Figure 2, step 5)
-                # Its OFFER built now, while the LMA works: the PBA only fills it in.
-                client.offer = codec.ReplyTemplate.of(msg, OFFER) if kind == DISCOVER else None
             return  # a RENEW is answered only while the binding is valid
         self._answer(client, msg, grant)
 
@@ -312,16 +309,11 @@ class DhcpAgent:
             )
             remaining = int(expires - self.clock())
             lease_s = max(1, min(self.lease_s, remaining))  # never past the binding
-        template, client.offer = client.offer, None
-        if (
-            template is not None
-            and template.request is request
-            and kind == OFFER
-            and lease_s is not None
-            and grant.router is not None
-        ):
-            data = template.fill(self._server_id(grant), yiaddr, lease_s, grant.prefix_len,
-                                 grant.router)  # fmt: skip
+        if lease_s is not None and grant.router is not None and kind != NAK:
+            # build_reply's bytes, patched into its skeleton: no dpkt on the MN's path.
+            data = codec.ReplyTemplate.of(request, kind).fill(
+                self._server_id(grant), yiaddr, lease_s, grant.prefix_len, grant.router
+            )
         else:
             data = codec.build_reply(
                 request,

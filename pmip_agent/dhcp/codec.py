@@ -22,7 +22,6 @@ the decoded way; a message it accepts, `parse` accepts too, with the same values
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import NamedTuple
@@ -263,6 +262,11 @@ def sub_option(info: bytes | None, code: int) -> bytes | None:
     return None
 
 
+def padded(data: bytes) -> bytes:
+    """``data`` padded to the BOOTP minimum (RFC 1542 §3.4)."""
+    return data + bytes(BOOTP_MIN_LEN - len(data)) if len(data) < BOOTP_MIN_LEN else data
+
+
 def _lease_options(lease_s: int) -> list[tuple[int, bytes]]:
     """The lease time, T1 and T2 (RFC 2131 §4.4.5: 0.5 and 0.875 of the lease)."""
     return [
@@ -317,15 +321,12 @@ _TEMPLATE_FIELDS = (OPT_SERVER_ID, OPT_LEASE_TIME, OPT_RENEWAL, OPT_REBINDING, O
 _FROM_REQUEST = ((4, 8), (10, 16), (24, 44))
 
 
-@functools.cache
-def _skeleton(message_type: int) -> tuple[bytes, tuple[int, ...]]:
+def _skeleton_of(message_type: int) -> tuple[bytes, tuple[int, ...]]:
     """build_reply's reply of this type with zeros for the request's fields and for the
     grant's values, and where the values of _TEMPLATE_FIELDS' options begin."""
-    blank = (
-        bytes((1, 1, 6)) + bytes(233) + MAGIC_COOKIE + bytes((OPT_MESSAGE_TYPE, 1, DISCOVER, 255))
-    )
-    data = build_reply(parse(padded(blank)), message_type, ZERO, ZERO, lease_s=0, prefix_len=0,
-                       router=ZERO)  # fmt: skip
+    blank = bytes((1, 1, 6)) + bytes(233) + MAGIC_COOKIE + bytes((OPT_MESSAGE_TYPE, 1, 1, 255))
+    request = parse(blank.ljust(BOOTP_MIN_LEN, b"\0"))
+    data = build_reply(request, message_type, ZERO, ZERO, lease_s=0, prefix_len=0, router=ZERO)
     found: dict[int, int] = {}
     i = MIN_LEN
     while i + 1 < len(data) and data[i] != 255:
@@ -334,11 +335,14 @@ def _skeleton(message_type: int) -> tuple[bytes, tuple[int, ...]]:
     return data, tuple(found[code] for code in _TEMPLATE_FIELDS)
 
 
+_SKELETONS = {kind: _skeleton_of(kind) for kind in (OFFER, ACK)}
+
+
 def reply_template(raw: bytes, message_type: int) -> tuple[bytes, tuple[int, ...]]:
     """build_reply's OFFER or ACK (``message_type``) to the request ``raw`` (its bytes, at
     least MIN_LEN of them), with zeros for the grant's values (yiaddr, and the options of
     _TEMPLATE_FIELDS), and where those options' values begin: no decoding, no dpkt."""
-    data, at = _skeleton(message_type)
+    data, at = _SKELETONS[message_type]
     out = bytearray(data)
     for start, end in _FROM_REQUEST:
         out[start:end] = raw[start:end]
@@ -425,8 +429,3 @@ def without_relay_info(msg: DhcpMessage) -> bytes:
     pkt = _reencoded(msg)
     pkt.opts = [o for o in pkt.opts if o[0] != OPT_RELAY_AGENT_INFO]
     return padded(bytes(pkt))
-
-
-def padded(data: bytes) -> bytes:
-    """``data`` padded to the BOOTP minimum (RFC 1542 §3.4)."""
-    return data + bytes(BOOTP_MIN_LEN - len(data)) if len(data) < BOOTP_MIN_LEN else data

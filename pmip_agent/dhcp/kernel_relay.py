@@ -32,6 +32,7 @@ import ctypes
 import errno
 import functools
 import hashlib
+import mmap
 import shutil
 import socket
 import struct
@@ -165,7 +166,7 @@ MAPS = ("conf", "links", "attached", "grants", "expects", "held", "armed", "offe
 ARMED_MAX = 512  # relay.c: an armed PBU's frame
 HELD_MAX = 1024  # relay.c: a held ACK's frame
 HELD_RELEASED = 2  # relay.c: struct held's state once the kernel sent it
-ARMED_SENT = 2  # relay.c: struct armed's and struct offer's state once the kernel sent it
+ARMED, ARMED_SENT = 1, 2  # relay.c: struct armed's and struct offer's states
 OFFER_MAX = 512  # relay.c: an armed OFFER's frame
 OFFER_FIELDS = 6  # relay.c: the values a PBA fills in (codec.ReplyTemplate's)
 BOOTP_AT = 14 + 20 + 8  # relay.c: Ethernet, IPv4 without options, UDP
@@ -203,8 +204,11 @@ class _Armed(ctypes.Structure):
     )
 
 
+OFFER_SLOTS = 4096  # relay.c: armed OFFERs, by PBU sequence number modulo this
 # relay.c's struct offer up to its frame (native order, no padding: it has none there).
-_OFFER_HEAD = struct.Struct(f"=IIII{OFFER_FIELDS}HIQ16s")
+_OFFER_HEAD = struct.Struct(f"=IIIII{OFFER_FIELDS}HQ16s")
+_OFFER_SIZE = _OFFER_HEAD.size + OFFER_MAX
+_STATE = struct.Struct("=II")  # struct offer's state and sequence number
 
 
 def _checksum(data: bytes) -> int:
@@ -258,6 +262,7 @@ class KernelRelay:
             name: int(lib.bpf_map__fd(lib.bpf_object__find_map_by_name(obj, name.encode())))
             for name in MAPS
         }
+        self._offers = mmap.mmap(self._maps["offers"], _OFFER_SIZE * OFFER_SLOTS)
         self.attached: dict[str, tuple[int, str]] = {}  # ifname -> (ifindex, program)
         self.egress: set[str] = set()  # links with uplink_out too
 
@@ -318,7 +323,7 @@ class KernelRelay:
         frame = bytes(12) + b"\x86\xdd" + packet  # Ethernet: the FIB's addresses, later
         if len(frame) > ARMED_MAX:
             raise ValueError(f"a PBU of {len(packet)} octets is too long to arm")
-        value = _Armed(1, len(frame), 14 + hoa_at, 14 + 40 + 4, uplink_if, (0, 0, 0, 0),
+        value = _Armed(ARMED, len(frame), 14 + hoa_at, 14 + 40 + 4, uplink_if, (0, 0, 0, 0),
                        time.clock_gettime_ns(time.CLOCK_MONOTONIC))  # fmt: skip
         ctypes.memmove(value.frame, frame, len(frame))
         key = ctypes.c_uint64(mac_key(mac))
@@ -343,22 +348,28 @@ class KernelRelay:
         if len(frame) > OFFER_MAX:
             raise ValueError(f"an OFFER of {len(frame)} octets is too long to arm")
         value = _OFFER_HEAD.pack(
-            1, len(frame), access_if, min(lease_max, 0xFFFFFFFF), *(BOOTP_AT + a for a in at),
-            0, time.clock_gettime_ns(time.CLOCK_MONOTONIC), lmaa,
-        ) + frame.ljust(OFFER_MAX, b"\0")  # fmt: skip
-        key = ctypes.c_uint32(sequence)  # on the PBU's heels: bytes as they are, no copies
-        if self._bpf.lib.bpf_map_update_elem(self._maps["offers"], ctypes.byref(key), value, 0):
-            raise OSError(ctypes.get_errno(), "kernel relay: cannot update map offers")
+            ARMED, sequence, len(frame), access_if, min(lease_max, 0xFFFFFFFF),
+            *(BOOTP_AT + a for a in at), time.clock_gettime_ns(time.CLOCK_MONOTONIC), lmaa,
+        ) + frame  # fmt: skip
+        # In place, the state last: the kernel sends only an ARMED entry of this sequence
+        # number (relay.c, pba_in). The stores go out in program order on x86 (TSO); a CPU
+        # that may reorder them could let a PBA coming within that instant read a torn
+        # frame, whose checksum the MN would then refuse.
+        at_ = (sequence % OFFER_SLOTS) * _OFFER_SIZE
+        mem = self._offers
+        mem[at_ : at_ + 4] = bytes(4)
+        mem[at_ + 4 : at_ + len(value)] = value[4:]
+        mem[at_ : at_ + 4] = value[:4]
 
     def take_offer(self, sequence: int) -> bool:
         """True if the kernel sent the OFFER armed for PBU ``sequence``; either way it
         leaves the kernel, which will not send it from here on."""
-        key = ctypes.c_uint32(sequence)
-        value = ctypes.create_string_buffer(_OFFER_HEAD.size + OFFER_MAX)
-        fd = self._maps["offers"]
-        found = self._bpf.lib.bpf_map_lookup_elem(fd, ctypes.byref(key), value)
-        self._bpf.lib.bpf_map_delete_elem(fd, ctypes.byref(key))
-        return found == 0 and int.from_bytes(value.raw[:4], sys.byteorder) == ARMED_SENT
+        at_ = (sequence % OFFER_SLOTS) * _OFFER_SIZE
+        state, armed_for = _STATE.unpack_from(self._offers, at_)
+        if armed_for != sequence or not state:
+            return False
+        self._offers[at_ : at_ + 4] = bytes(4)
+        return state == ARMED_SENT
 
     def disarm(self, mac: bytes) -> None:
         self._delete("armed", mac_key(mac).to_bytes(8, "little"))
@@ -479,6 +490,7 @@ class KernelRelay:
         for ifname in list(self.attached):
             with contextlib.suppress(OSError):  # the link went away with its filter
                 self.detach(ifname)
+        self._offers.close()
         self._bpf.lib.bpf_object__close(self._obj)
 
 

@@ -310,12 +310,12 @@ class RelayOffload:
 
     def arm_offer(self, mn_id: bytes, ifname: str, data: bytes, seen: codec.Peek) -> None:
         """At the DISCOVER (BOOTP ``data``, `codec.peek`'d as ``seen``) of an MN the MAG's
-        own server answers once the LMA grants it an address (seed Figure 2), right after
-        the PBU asking for it has left: the OFFER `DhcpAgent` will build, left in the
-        kernel, which completes it from the PBA and sends it as the PBA passes (relay.c,
-        send_offer). Built from the DISCOVER's bytes (`codec.reply_template`), before
-        they are decoded: the PBA can come back within 0.3 ms. The daemon's own copy of
-        that OFFER is then not sent (`sent_already`)."""
+        own server answers once the LMA grants it an address (seed Figure 2), once the
+        engine has the PBU asking for it ready to leave: the OFFER `DhcpAgent` will build,
+        left in the kernel, which completes it from the PBA and sends it as the PBA
+        passes (relay.c, send_offer). Built from the DISCOVER's bytes
+        (`codec.reply_template`), before they are decoded, in about 30 us. The daemon's
+        own copy of that OFFER is then not sent (`sent_already`)."""
         if not self._uplinks or seen.message_type != codec.DISCOVER or seen.ciaddr != ZERO4:
             return
         agent = self.agent
