@@ -962,7 +962,8 @@ class MagService(Service):
         self.flush()
 
     def _kernel_copy(self, ifname: str, seen: dhcp.Peek | None) -> None:
-        """The kernel relayed this DISCOVER (its copy is marked): attach the MN."""
+        """The kernel relayed this DISCOVER (its copy is marked): attach the MN. Or it
+        ACKed this REQUEST (the MAG's own server's, relay.c's send_ack): note it."""
         kernel, agent = self.kernel, self.dhcp_agent
         if kernel is None or agent is None or seen is None or seen.op != 1:
             return
@@ -973,6 +974,10 @@ class MagService(Service):
             kernel.note_mac(mn_id, mac)
             if self._attach(ifname, mac, f"DHCP {seen.name}") is not None:
                 kernel.arm(mn_id, mac, time.time())  # the PBU its OFFER will send
+            self.flush()
+        elif mn_id is not None and seen.message_type == dhcp.REQUEST:
+            agent.acked_in_kernel(mn_id)  # of the OFFER the kernel sent with the PBA
+            self._answered = True
             self.flush()
 
     def _relay_first(self, agent: DhcpAgent, ifname: str, mac: bytes, seen: dhcp.Peek) -> None:

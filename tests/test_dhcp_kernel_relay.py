@@ -190,15 +190,17 @@ def test_an_ack_before_its_pba_leaves_from_the_kernel_once(kr_lab: DhcpLab) -> N
                for r in rows), rows  # fmt: skip
 
 
-def test_the_offer_leaves_with_the_pba_from_the_kernel(kr_lab: DhcpLab) -> None:
+def test_offer_and_ack_of_the_mags_own_server_leave_from_the_kernel(kr_lab: DhcpLab) -> None:
     """Seed Figure 2 (the MAG's own server, the address from the LMA's pool): the OFFER
-    the daemon built at the DISCOVER, while the PBU was out, is completed from the PBA
-    and sent by the kernel as the PBA passes (relay.c, send_offer). The LMA is stopped
-    until the daemon has armed it, so the test, not the scheduler, says the PBA comes
-    after. The MN sees one OFFER, after the PBA, from the router's address, with right
-    IPv4 and UDP checksums (tshark checks them), and its BOOTP message is the one
-    `codec.build_reply` makes for that grant; the MN gets its lease, and the daemon,
-    which read the PBA's copy and answered the REQUEST, holds the binding."""
+    the daemon armed at the DISCOVER, before its PBU left, is completed from the PBA and
+    sent by the kernel as the PBA passes (relay.c, send_offer); the MN's REQUEST for it
+    is ACKed there too (send_ack). The LMA is stopped until the daemon has armed it, so
+    the test, not the scheduler, says the PBA comes after.
+
+    The MN sees one OFFER, after the PBA, and one ACK, each from the router's address,
+    with right IPv4 and UDP checksums (tshark checks them), each the BOOTP message
+    `codec.build_reply` makes for its request and that grant; the MN gets its lease, and
+    the daemon, which read the PBA's and the REQUEST's copies, holds the binding."""
     mn = "lma@example.net"
     ns = kr_lab.attach_mn(mn, solicits=False)  # attached by its DISCOVER, not by an RS
     wait_for(lambda: "acc1" in kernel(kr_lab)["links"], 5, what="acc1's filter")
@@ -207,39 +209,47 @@ def test_the_offer_leaves_with_the_pba_from_the_kernel(kr_lab: DhcpLab) -> None:
         kr_lab, ns, "udhcpc", kr_lab.lma.proc, ("acc1", "tr0"), "offers_armed", "an armed OFFER"
     )
     status = kernel(kr_lab)
-    assert status["offers_sent"] == 1 and status["offers_armed"] >= 1, status
-    offers = [s for s in seen if (s.ifname, s.out, s.kind) == ("acc1", True, "OFFER")]
-    discovers = [s for s in seen if (s.ifname, s.out, s.kind) == ("acc1", False, "DISCOVER")]
+    assert status["offers_sent"] == 1 and status["acks_sent"] == 1, status
+    assert status["copies_read"] >= 1, status  # the REQUEST's
+    sent = {kind: [s for s in seen if (s.ifname, s.out, s.kind) == ("acc1", True, kind)]
+            for kind in ("OFFER", "ACK")}  # fmt: skip
+    asked = {kind: [s for s in seen if (s.ifname, s.out, s.kind) == ("acc1", False, kind)]
+             for kind in ("DISCOVER", "REQUEST")}  # fmt: skip
     pbas = [s for s in seen if (s.ifname, s.out, s.kind) == ("tr0", False, "PBA")]
-    assert len(offers) == 1 and pbas and offers[0].ts > pbas[0].ts, seen
-    offer = offers[0].frame
-    assert offer[:6] == b"\xff" * 6, offer[:14].hex()
-    bootp = offer[14 + 28 :]
-    options = options_of(bootp)
-    router, hoa = IPv4Address(options[3]), IPv4Address(bootp[16:20])
+    assert len(sent["OFFER"]) == 1 and len(sent["ACK"]) == 1, seen
+    assert pbas and pbas[0].ts < sent["OFFER"][0].ts < sent["ACK"][0].ts, seen
     mh = pbas[0].frame[54:]
     lease_s = min(600, int.from_bytes(mh[10:12], "big") * 4 - 1)  # never past the binding
-    assert (str(hoa), lease["router"]) == (lease["ip"], str(router)), lease
+    for reply, request_kind, kind in (
+        ("OFFER", "DISCOVER", dhcp.OFFER),
+        ("ACK", "REQUEST", dhcp.ACK),
+    ):
+        frame = sent[reply][0].frame
+        assert frame[:6] == b"\xff" * 6, frame[:14].hex()
+        bootp = frame[14 + 28 :]
+        options = options_of(bootp)
+        router, hoa = IPv4Address(options[3]), IPv4Address(bootp[16:20])
+        assert (str(hoa), str(router)) == (lease["ip"], lease["router"]), lease
+        fields = {
+            "ip.src": str(router),
+            "ip.dst": "255.255.255.255",
+            "ip.checksum.status": "1",
+            "udp.checksum.status": "1",
+            "dhcp.option.dhcp": str(kind),
+            "dhcp.ip.your": str(hoa),
+            "dhcp.option.router": str(router),
+            "dhcp.option.dhcp_server_id": str(router),
+            "dhcp.option.ip_address_lease_time": str(lease_s),
+            "dhcp.option.subnet_mask": "255.255.255.0",
+        }
+        assert_tshark_decodes([frame[14:]], [fields])
+        asked_by = [s for s in asked[request_kind] if s.key == sent[reply][0].key]
+        assert asked_by, seen
+        request = dhcp.parse(asked_by[-1].frame[14 + 28 :])
+        assert bootp == dhcp.build_reply(
+            request, kind, router, hoa, lease_s=lease_s, prefix_len=24, router=router
+        )
     assert IPv4Address(lease["ip"]) in IPv4Network("10.10.0.0/24")
-    fields = {
-        "ip.src": str(router),
-        "ip.dst": "255.255.255.255",
-        "ip.checksum.status": "1",
-        "udp.checksum.status": "1",
-        "dhcp.option.dhcp": "2",
-        "dhcp.ip.your": str(hoa),
-        "dhcp.option.router": str(router),
-        "dhcp.option.dhcp_server_id": str(router),
-        "dhcp.option.ip_address_lease_time": str(lease_s),
-    }
-    assert_tshark_decodes([offer[14:]], [fields])
-    discover = next(s for s in reversed(discovers) if s.key == offers[0].key).frame
-    request = dhcp.parse(discover[14 + 28 :])
-    plen = bin(int.from_bytes(options[1], "big")).count("1")
-    assert plen == 24, options[1].hex()
-    assert bootp == dhcp.build_reply(
-        request, dhcp.OFFER, router, hoa, lease_s=lease_s, prefix_len=plen, router=router
-    )
     rows = kr_lab.mags["mag1"].ctl_json("bindings")
     assert any(r["mn_id"] == mn and r["registered"] and r["ipv4_hoa"] == lease["ip"]
                for r in rows), rows  # fmt: skip

@@ -255,6 +255,16 @@ class DhcpAgent:
             return  # a RENEW is answered only while the binding is valid
         self._answer(client, msg, grant)
 
+    def acked_in_kernel(self, mn_id: bytes) -> None:
+        """The daemon's kernel relay ACKed this MN's REQUEST for the OFFER it sent with
+        the PBA (dhcp/bpf/relay.c, send_ack): the exchange is over, as if answered here;
+        a DISCOVER still waiting for that PBA's intake needs no OFFER from here."""
+        client = self._clients.get(mn_id)
+        waiting = client.waiting if client is not None else None
+        if client is not None and waiting is not None and waiting.message_type == DISCOVER:
+            client.waiting = None
+        self._note(mn_id, ACK)
+
     def _grant_from_engine(self, mn_id: bytes) -> Grant | None:
         view = self.engine.entry(mn_id)
         if view is None or not view.registered or view.ipv4_hoa is None:

@@ -54,7 +54,7 @@ ETH_P_ALL = 3
 TAIL_MAX = 128  # relay.c: option 82 and END
 # relay.c's stats slots, in order
 STATS = ("to_server", "to_mn", "no_route", "ack_up", "pba_grants", "acks_released", "pbus_sent",
-         "offers_sent")  # fmt: skip
+         "offers_sent", "acks_sent")  # fmt: skip
 APT_HINT = "apt-get install clang libbpf-dev"
 
 T = TypeVar("T")
@@ -162,7 +162,8 @@ def _link_key(ifindex: int, mac: bytes | None) -> bytes:
     )
 
 
-MAPS = ("conf", "links", "attached", "grants", "expects", "held", "armed", "offers", "stats")
+MAPS = ("conf", "links", "attached", "grants", "expects", "held", "armed", "offers", "acks",
+        "stats")  # fmt: skip
 ARMED_MAX = 512  # relay.c: an armed PBU's frame
 HELD_MAX = 1024  # relay.c: a held ACK's frame
 HELD_RELEASED = 2  # relay.c: struct held's state once the kernel sent it
@@ -314,6 +315,7 @@ class KernelRelay:
         self._delete("attached", key)
         self._delete("held", key)
         self._delete("armed", key)
+        self._delete("acks", key)  # the REQUEST of an OFFER the kernel sent goes up
 
     def arm(self, mac: bytes, packet: bytes, hoa_at: int, uplink_if: int) -> None:
         """The PBU this MN's server's OFFER is to send, as an IPv6 ``packet`` with 0.0.0.0

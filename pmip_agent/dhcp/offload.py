@@ -340,6 +340,7 @@ class RelayOffload:
         if len(self._offers) > 4096:  # DISCOVERs no PBA answered
             self._offers.clear()
         self._offers[data[28:34]] = (sequence, data[4:8])
+        self._dhcp_macs[mn_id] = data[28:34]  # revoked with the binding: its ACK too
         self.offers_armed += 1
 
     def _offer_sent(self, data: bytes) -> bool:

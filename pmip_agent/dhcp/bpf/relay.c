@@ -7,6 +7,8 @@
 //   gets hops + 1, giaddr, the MN's option 82 in place of END, and IPv4/UDP/Ethernet
 //   headers to the DHCP server, and leaves by the route to it. A DISCOVER also goes up
 //   to the daemon, marked (MARK), which attaches the MN without relaying it again.
+//   An MN the MAG's own server answers, whose OFFER the kernel sent (below), gets its
+//   ACK from here too when it REQUESTs that offer (send_ack); a marked copy goes up.
 // uplink_in (ingress of the links toward the server and the LMAs):
 //   - the server's OFFER, or an ACK of the address the LMA granted (the grants map), loses
 //     option 82 and goes to the MN as a broadcast on its access link. An OFFER also goes
@@ -129,6 +131,20 @@ struct offer { // per PBU sequence number: the MAG's own OFFER (Figure 2), less 
     __u8 frame[OFFER_MAX];
 };
 
+#define ACK_NS 4000000000ULL // a REQUEST this long after the kernel's OFFER is the daemon's
+#define READY 1
+
+struct acked { // per MN's MAC: the OFFER send_offer sent it, which its REQUEST may take
+    __u32 state; // READY, or SENT once its ACK left (send_ack)
+    __u32 len; // of frame
+    __u32 xid; // as on the wire
+    __u32 hoa; // what the PBA granted
+    __u32 router;
+    __u32 access_if; // where the OFFER went
+    __u64 at_ns; // bpf_ktime_get_ns when it went
+    __u8 frame[OFFER_MAX]; // the OFFER as it left
+};
+
 enum {
     STAT_TO_SERVER,
     STAT_TO_MN,
@@ -138,6 +154,7 @@ enum {
     STAT_ACK_RELEASED,
     STAT_PBU_SENT,
     STAT_OFFER_SENT,
+    STAT_ACK_SENT,
     STAT_N
 };
 
@@ -200,6 +217,20 @@ struct {
     __type(value, struct offer);
 } offers SEC(".maps");
 
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, 4096); // kept for the MN's REQUEST, a few ms later
+    __type(key, __u64); // the MN's MAC
+    __type(value, struct acked);
+} acks SEC(".maps");
+
+struct { // where an OFFER is copied before it goes into acks, and where its ACK is built
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct acked);
+} acks_scratch SEC(".maps");
+
 struct { // where an ACK is built before it goes into held (too big for the stack)
     __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
     __uint(max_entries, 1);
@@ -222,10 +253,101 @@ static __always_inline void count(__u32 which) {
         *n += 1;
 }
 
+static __always_inline __u32 fold(__u32 sum) {
+    sum = (sum & 0xffff) + (sum >> 16);
+    return (sum & 0xffff) + (sum >> 16);
+}
+
+// The one's complement sum of a value's two 16-bit halves, as it lies in memory at
+// offset `at` of a checksummed run that starts at an even offset: at an odd one, each
+// octet counts in the other half of its word.
+static __always_inline __u32 words(__u32 value, __u32 at) {
+    __u32 sum = fold((value & 0xffff) + (value >> 16));
+    return at & 1 ? ((sum & 0xff) << 8) | (sum >> 8) : sum;
+}
+
 static __always_inline void copy_up(struct __sk_buff *skb) {
     skb->mark = MARK;
     bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS);
     skb->mark = 0;
+}
+
+// The offset of the value of the first BOOTP option `code` of four octets (a request's
+// requested address or server identifier), or 0. Not inlined, as mh_option.
+__attribute__((noinline)) __u32 bootp_option(struct __sk_buff *skb, __u32 code) {
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    __u32 off = OPTIONS_AT;
+    for (int k = 0; k < MAX_OPTIONS; k++) {
+        off &= 0x7ff;
+        __u8 *p = data + off;
+        if ((void *)(p + 2) > end || p[0] == 255)
+            return 0;
+        if (p[0] == 0) {
+            off += 1;
+            continue;
+        }
+        if (p[0] == code && p[1] == 4)
+            return off + 2;
+        off += 2 + p[1];
+    }
+    return 0;
+}
+
+// The ACK of the OFFER the kernel sent this MN (send_offer, kept in acks), in place of
+// the MN's SELECTING REQUEST for that very offer (its xid, the granted address, the
+// router as server identifier): the REQUEST goes up as a marked copy first, then the
+// ACK leaves, built as the daemon builds it (DhcpAgent, codec.reply_template): the
+// OFFER with the REQUEST's xid, flags, ciaddr, giaddr and chaddr, and message type ACK.
+// TC_ACT_OK for anything else: the daemon answers it.
+static __always_inline int send_ack(struct __sk_buff *skb, __u64 mac) {
+    struct acked *a = bpf_map_lookup_elem(&acks, &mac);
+    if (!a || a->state != READY || a->access_if != skb->ifindex ||
+        bpf_ktime_get_ns() - a->at_ns > ACK_NS)
+        return TC_ACT_OK;
+    void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
+    if (data + BOOTP_AT + 44 > end)
+        return TC_ACT_OK;
+    __u8 *bootp = data + BOOTP_AT;
+    if (*(__u32 *)(bootp + 4) != a->xid || *(__u32 *)(bootp + 12) || *(__u32 *)(bootp + 24))
+        return TC_ACT_OK; // another exchange's, a renewal (ciaddr), or relayed already
+    __u32 asked_at = bootp_option(skb, 50), server_at = bootp_option(skb, 54);
+    data = (void *)(long)skb->data, end = (void *)(long)skb->data_end;
+    __u8 *asked = data + (asked_at & 0x7ff), *server = data + (server_at & 0x7ff);
+    if (!asked_at || !server_at || (void *)(asked + 4) > end || (void *)(server + 4) > end ||
+        *(__u32 *)asked != a->hoa || *(__u32 *)server != a->router)
+        return TC_ACT_OK;
+    __u32 zero = 0, len = a->len, router = a->router, access_if = a->access_if;
+    struct acked *k = bpf_map_lookup_elem(&acks_scratch, &zero);
+    __u32 udp_len = len - UDP_AT;
+    if (!k || len < OPTIONS_AT + 4 || len > OFFER_MAX || udp_len & 3)
+        return TC_ACT_OK; // bpf_csum_diff takes whole words
+    __builtin_memcpy(k->frame, a->frame, OFFER_MAX);
+    if (k->frame[BOOTP_AT + 240] != 53 || k->frame[BOOTP_AT + 241] != 1 ||
+        bpf_skb_load_bytes(skb, BOOTP_AT + 4, k->frame + BOOTP_AT + 4, 4) ||
+        bpf_skb_load_bytes(skb, BOOTP_AT + 10, k->frame + BOOTP_AT + 10, 6) ||
+        bpf_skb_load_bytes(skb, BOOTP_AT + 24, k->frame + BOOTP_AT + 24, 20))
+        return TC_ACT_OK;
+    k->frame[BOOTP_AT + 242] = ACK; // build_reply's first option: the message type
+    *(__u16 *)(k->frame + UDP_AT + 6) = 0;
+    udp_len = ((udp_len - 4) & 0x1fc) + 4; // 4..512 in words, for the verifier
+    if (udp_len > OFFER_MAX - UDP_AT - 2)
+        return TC_ACT_OK;
+    __s64 part = bpf_csum_diff(0, 0, (__be32 *)(k->frame + UDP_AT), udp_len, 0);
+    if (part < 0)
+        return TC_ACT_OK;
+    // With the pseudo-header: from the router, to 255.255.255.255, UDP, its length.
+    __u32 sum = fold((__u32)part) + words(router, 0) + 0xffff + bpf_htons(IPPROTO_UDP) +
+                bpf_htons((__u16)udp_len);
+    __u16 udp_sum = ~fold(sum);
+    *(__u16 *)(k->frame + UDP_AT + 6) = udp_sum ? udp_sum : 0xffff;
+    if (!__sync_bool_compare_and_swap(&a->state, READY, SENT))
+        return TC_ACT_OK; // the same REQUEST, on another CPU, got there first
+    copy_up(skb); // the daemon notes the exchange done
+    len = ((len - 1) & (OFFER_MAX - 1)) + 1;
+    if (bpf_skb_change_tail(skb, len, 0) || bpf_skb_store_bytes(skb, 0, k->frame, len, 0))
+        return TC_ACT_SHOT;
+    count(STAT_ACK_SENT);
+    return bpf_redirect(access_if, 0);
 }
 
 SEC("tc")
@@ -252,8 +374,8 @@ int access_in(struct __sk_buff *skb) {
     if (!link) {
         key.mac = 0;
         link = bpf_map_lookup_elem(&links, &key);
-        if (!link)
-            return TC_ACT_OK;
+        if (!link) // not relayed: the MAG's own server's, which the kernel may ACK
+            return kind == (SELECTING | REQUEST) ? send_ack(skb, mac) : TC_ACT_OK;
     }
     __u32 tail_len = link->tail_len;
     if (tail_len < 3 || tail_len > TAIL_MAX)
@@ -402,17 +524,26 @@ static __always_inline int release(struct __sk_buff *skb, struct conf *cf, __u64
     return bpf_redirect(access_if, 0);
 }
 
-static __always_inline __u32 fold(__u32 sum) {
-    sum = (sum & 0xffff) + (sum >> 16);
-    return (sum & 0xffff) + (sum >> 16);
-}
-
-// The one's complement sum of a value's two 16-bit halves, as it lies in memory at
-// offset `at` of a checksummed run that starts at an even offset: at an odd one, each
-// octet counts in the other half of its word.
-static __always_inline __u32 words(__u32 value, __u32 at) {
-    __u32 sum = fold((value & 0xffff) + (value >> 16));
-    return at & 1 ? ((sum & 0xff) << 8) | (sum >> 8) : sum;
+// The OFFER in `skb`, as send_offer completed it: into acks, for the MN's REQUEST.
+static __always_inline void keep_offer(struct __sk_buff *skb, __u32 len, __u32 hoa,
+                                       __u32 router, __u32 access_if) {
+    __u32 zero = 0;
+    struct acked *k = bpf_map_lookup_elem(&acks_scratch, &zero);
+    if (!k || len < OPTIONS_AT || len > OFFER_MAX)
+        return;
+    len = ((len - 1) & (OFFER_MAX - 1)) + 1;
+    if (bpf_skb_load_bytes(skb, 0, k->frame, len))
+        return;
+    k->state = READY;
+    k->len = len;
+    k->hoa = hoa;
+    k->router = router;
+    k->access_if = access_if;
+    k->at_ns = bpf_ktime_get_ns();
+    __builtin_memcpy(&k->xid, k->frame + BOOTP_AT + 4, 4);
+    __u64 mac = 0;
+    __builtin_memcpy(&mac, k->frame + BOOTP_AT + 28, 6);
+    bpf_map_update_elem(&acks, &mac, k, BPF_ANY);
 }
 
 // The OFFER armed for this PBA's PBU, completed with what the PBA grants (the address and
@@ -487,6 +618,7 @@ static __always_inline int send_offer(struct __sk_buff *skb, struct offer *o) {
     for (int i = 0; i < OFFER_FIELDS; i++)
         if (bpf_skb_store_bytes(skb, at[i] & 0x1ff, &values[i], 4, 0))
             return TC_ACT_SHOT;
+    keep_offer(skb, len, hoa, router, access_if);
     count(STAT_OFFER_SENT);
     return bpf_redirect(access_if, 0);
 }
