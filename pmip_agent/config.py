@@ -774,11 +774,13 @@ class DhcpConfig(_Model):
         "programs on the access links and on the link toward the server pass a known MN's "
         "DISCOVER and SELECTING REQUEST to the server, and the server's OFFER and an ACK of "
         "the address the LMA granted back to the MN, with the same giaddr, hops and option "
-        "82, so that no process wakes up for them; the daemon gets a copy of each DISCOVER "
-        "and OFFER to attach the MN and send the PBU. Everything else takes the daemon's "
-        "relay. Needs clang and the libbpf headers (Debian: clang libbpf-dev) to build the "
-        "programs at start; if they cannot be built or loaded the daemon logs why and "
-        "relays in user space.",
+        "82, so that no process wakes up for them; the PBU reporting the offered address "
+        "leaves with the OFFER. For MNs the MAG's own server answers (ipv4 mode lma), the "
+        "OFFER leaves with the PBA granting the address, and the ACK with the MN's REQUEST. "
+        "The daemon gets a marked copy of what it must learn from. Everything else takes "
+        "the daemon's own path. Needs clang and the libbpf headers (Debian: clang "
+        "libbpf-dev) to build the programs at start; if they cannot be built or loaded "
+        "the daemon logs why and relays in user space.",
     )
 
     @model_validator(mode="after")
