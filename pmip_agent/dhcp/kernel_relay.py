@@ -12,6 +12,10 @@ and the daemon sends the PBU. An accepting PBA for an expected PBU grants its ad
 as it passes, and sends on the server's ACK of it if that came first (a copy waits in
 the kernel beside the one the daemon holds; `KernelRelay.released` tells the daemon not
 to send its own).
+For an MN the MAG's own server answers (seed Figure 2), the daemon arms the OFFER at
+the DISCOVER, as its PBU asks the LMA for an address (`arm_offer`); the PBA granting it
+becomes that OFFER, with the grant filled in, and the MN's REQUEST for it becomes the
+ACK (marked copies of both go up; `take_offer` tells the daemon not to send its own).
 Everything else (other message types, an ACK the LMA has not granted yet, a server
 whose neighbour is not resolved, anything unusual) goes up the stack untouched and takes
 the daemon's own path.
@@ -19,7 +23,8 @@ the daemon's own path.
 This module is the I/O around those programs: it compiles the object (clang, cached in
 the state directory), loads it (libbpf, through ctypes), attaches the programs with
 pyroute2 under their own priority, and writes the maps: per MN and access link, the
-option 82 it is relayed with; per MN, the address the LMA granted it and its armed PBU.
+option 82 it is relayed with; per MN, the address the LMA granted it and its armed PBU;
+per PBU sequence number, an armed OFFER, written in place (an mmap'ed array map).
 `offload.RelayOffload` decides what goes in them. The address a PBA may grant, per PBU
 sequence number, the kernel reads from the PBUs themselves as they leave (uplink_out, on
 the egress of the links toward the LMAs): no system call on the PBU's path.
@@ -357,20 +362,20 @@ class KernelRelay:
         # number (relay.c, pba_in). The stores go out in program order on x86 (TSO); a CPU
         # that may reorder them could let a PBA coming within that instant read a torn
         # frame, whose checksum the MN would then refuse.
-        at_ = (sequence % OFFER_SLOTS) * _OFFER_SIZE
+        slot = (sequence % OFFER_SLOTS) * _OFFER_SIZE
         mem = self._offers
-        mem[at_ : at_ + 4] = bytes(4)
-        mem[at_ + 4 : at_ + len(value)] = value[4:]
-        mem[at_ : at_ + 4] = value[:4]
+        mem[slot : slot + 4] = bytes(4)
+        mem[slot + 4 : slot + len(value)] = value[4:]
+        mem[slot : slot + 4] = value[:4]
 
     def take_offer(self, sequence: int) -> bool:
         """True if the kernel sent the OFFER armed for PBU ``sequence``; either way it
         leaves the kernel, which will not send it from here on."""
-        at_ = (sequence % OFFER_SLOTS) * _OFFER_SIZE
-        state, armed_for = _STATE.unpack_from(self._offers, at_)
+        slot = (sequence % OFFER_SLOTS) * _OFFER_SIZE
+        state, armed_for = _STATE.unpack_from(self._offers, slot)
         if armed_for != sequence or not state:
             return False
-        self._offers[at_ : at_ + 4] = bytes(4)
+        self._offers[slot : slot + 4] = bytes(4)
         return state == ARMED_SENT
 
     def disarm(self, mac: bytes) -> None:

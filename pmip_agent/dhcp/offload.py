@@ -11,9 +11,10 @@ would, and lets an ACK through only for an address the LMA granted.
   as the OFFER passes, with the offered address in it (`arm`); the engine learns it went
   from its PBA or the server's next reply (`confirm`).
 - Armed OFFERs: at the DISCOVER of an MN the MAG's own server answers (seed Figure 2),
-  once its PBU has asked the LMA for an address, the OFFER it will get, less what the
-  PBA grants; the kernel fills that in and sends it as the PBA passes (`arm_offer`).
-  The daemon's own copy is then not sent (`sent_already`).
+  as its PBU asks the LMA for an address, the OFFER it will get, less what the PBA
+  grants; the kernel fills that in and sends it as the PBA passes (`arm_offer`), and
+  ACKs the MN's REQUEST for it. The daemon's own copy of that OFFER is then not sent
+  (`sent_already`), and the REQUEST's copy tells the agent (`acked_in_kernel`).
 - Expected PBAs: the kernel reads each PBU that asks for an address as it leaves, so
   that it grants the address as an accepting PBA comes in, and sends on the server's
   ACK of it that came first. The daemon's copy of that ACK is then not sent

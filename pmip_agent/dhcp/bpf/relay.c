@@ -26,9 +26,10 @@
 //     process wakes up between the PBA and the ACK. The daemon sees the entry released
 //     and does not send its own copy again;
 //   - a PBA answering a PBU that asked the LMA for an address (seed Figure 2), for an MN
-//     whose DISCOVER the MAG's own server answers: the daemon armed that OFFER while the
-//     PBU was out (the offers map), and the PBA, once a marked copy of it has gone up,
-//     becomes it, with what the PBA grants filled in, and leaves for the MN.
+//     whose DISCOVER the MAG's own server answers: the daemon armed that OFFER as it
+//     sent the PBU (the offers map), and the PBA, once a marked copy of it has gone up,
+//     becomes it, with what the PBA grants filled in, and leaves for the MN. The OFFER
+//     is kept (acks) for the MN's REQUEST, which access_in answers.
 // uplink_out (egress of the links toward the LMAs): notes each PBU that asks for a given
 //   IPv4 address for an MN known by its MAC, in expects, by sequence number.
 // Anything else, or anything unusual, goes up the stack untouched (TC_ACT_OK), where the
