@@ -421,6 +421,21 @@ def test_offer_and_ack_are_filled_in_and_equal_the_replies_built_in_full(
         assert sent_bytes == expected
 
 
+def test_an_exchange_the_kernel_answered_gets_no_offer_from_the_agent() -> None:
+    """The daemon's kernel relay sent the OFFER with the PBA and ACKed the MN's REQUEST
+    (relay.c, send_offer and send_ack); the REQUEST's copy reaches the daemon before the
+    PBA's: the agent counts the exchange answered, and sends no OFFER of its own for the
+    DISCOVER that was waiting, while the grant still comes through."""
+    r = rig()
+    assert r.from_mn(MN_LMA, discover(MN_LMA)) == []
+    agent = r.sites["mag1"].agent
+    agent.acked_in_kernel(MN_LMA)
+    _result, out = r.pump()
+    assert [o for o in out if o.ifname is not None] == []
+    assert agent.grants[MN_LMA].hoa in POOL_NET
+    assert not agent.exchange_open(r.now, 1.0)
+
+
 def test_request_selecting_our_offer_is_acked() -> None:
     """RFC 2131 §4.3.2 SELECTING: a REQUEST with our server identifier and the offered
     address gets an ACK with that address, mask, router and lease (Figure 2, steps 6-7).
