@@ -777,6 +777,8 @@ class DhcpConfig(_Model):
         "82, so that no process wakes up for them; the PBU reporting the offered address "
         "leaves with the OFFER. For MNs the MAG's own server answers (ipv4 mode lma), the "
         "OFFER leaves with the PBA granting the address, and the ACK with the MN's REQUEST. "
+        "Both steps that wait on the LMA (that PBU, and that OFFER) run in the kernel only "
+        "with an LMA reached over IPv6 and without require_ipsec (tc would bypass the SA). "
         "The daemon gets a marked copy of what it must learn from. Everything else takes "
         "the daemon's own path. Needs clang and the libbpf headers (Debian: clang "
         "libbpf-dev) to build the programs at start; if they cannot be built or loaded "
