@@ -267,10 +267,12 @@ static __always_inline __u32 words(__u32 value, __u32 at) {
     return at & 1 ? ((sum & 0xff) << 8) | (sum >> 8) : sum;
 }
 
-static __always_inline void copy_up(struct __sk_buff *skb) {
+// A marked clone of `skb` up to the daemon; 0 when it went.
+static __always_inline int copy_up(struct __sk_buff *skb) {
     skb->mark = MARK;
-    bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS);
+    int failed = bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS);
     skb->mark = 0;
+    return failed;
 }
 
 // The offset of the value of the first BOOTP option `code` of four octets (a request's
@@ -504,10 +506,7 @@ static __always_inline int release(struct __sk_buff *skb, struct conf *cf, __u64
     len = ((len - 1) & (HELD_MAX - 1)) + 1; // 1..HELD_MAX, for the verifier
     if (!__sync_bool_compare_and_swap(&h->state, HELD, RELEASED))
         return TC_ACT_OK; // the same PBA, on another CPU, got there first
-    skb->mark = MARK;
-    int copied = bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS);
-    skb->mark = 0;
-    if (copied) {
+    if (copy_up(skb)) {
         h->state = HELD;
         return TC_ACT_OK;
     }
@@ -593,10 +592,7 @@ static __always_inline int send_offer(struct __sk_buff *skb, struct offer *o) {
     }
     if (!__sync_bool_compare_and_swap(&o->state, ARMED, SENT))
         return TC_ACT_OK; // the same PBA, on another CPU, got there first
-    skb->mark = MARK;
-    int copied = bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS);
-    skb->mark = 0;
-    if (copied) {
+    if (copy_up(skb)) {
         o->state = ARMED;
         return TC_ACT_OK;
     }
@@ -697,10 +693,7 @@ static __always_inline int send_pbu(struct __sk_buff *skb, struct armed *a, __u3
     len = ((len - 1) & (ARMED_MAX - 1)) + 1;
     // The checksum, computed over 0.0.0.0 where the address goes, plus the address.
     __u16 csum = *(__u16 *)(a->frame + (csum_at & 0x1fe));
-    __u32 sum = (__u16)~csum + (hoa & 0xffff) + (hoa >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    sum = (sum & 0xffff) + (sum >> 16);
-    csum = ~sum;
+    csum = ~fold((__u16)~csum + words(hoa, 0));
     if (bpf_skb_change_proto(skb, bpf_htons(ETH_P_IPV6), 0) || bpf_skb_change_tail(skb, len, 0) ||
         bpf_skb_store_bytes(skb, 0, a->frame, len, 0) ||
         bpf_skb_store_bytes(skb, hoa_at, &hoa, 4, 0) ||
