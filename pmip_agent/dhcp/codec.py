@@ -351,18 +351,17 @@ def reply_template(raw: bytes, message_type: int) -> tuple[bytes, tuple[int, ...
 
 @dataclass(frozen=True, slots=True)
 class ReplyTemplate:
-    """A server reply `build_reply` made for ``request`` ahead of time, with placeholders
-    for what only the LMA's grant says: `fill` then gives the bytes build_reply would
-    give for the grant's values, by patching them in. It covers replies with all of
-    them (a lease, a prefix length and a router): anything else is built in full."""
+    """A server reply to a request, as `build_reply` makes it, with placeholders for what
+    only the LMA's grant says: `fill` then gives the bytes build_reply would give for the
+    grant's values, by patching them in. It covers replies with all of them (a lease, a
+    prefix length and a router): anything else is built in full."""
 
-    request: DhcpMessage
     data: bytes
     at: tuple[int, ...]  # where the values of _TEMPLATE_FIELDS' options begin
 
     @classmethod
     def of(cls, request: DhcpMessage, message_type: int) -> ReplyTemplate:
-        return cls(request, *reply_template(request.raw, message_type))
+        return cls(*reply_template(request.raw, message_type))
 
     def fill(
         self,

@@ -42,7 +42,6 @@ import shutil
 import socket
 import struct
 import subprocess
-import sys
 import sysconfig
 import threading
 import time
@@ -50,6 +49,8 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import TypeVar
+
+from ..wire.messages import internet_checksum
 
 MARK = 0x5EED  # the copies' skb mark, as in relay.c
 PRIO = 0x5EED  # the filters' tc priority: ours to replace and delete, no one else's
@@ -217,14 +218,6 @@ _OFFER_SIZE = _OFFER_HEAD.size + OFFER_MAX
 _STATE = struct.Struct("=II")  # struct offer's state and sequence number
 
 
-def _checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071) of ``data``, of even length, in native order."""
-    total = sum(memoryview(data).cast("H"))  # native order, as relay.c reads it
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 @functools.lru_cache(maxsize=64)
 def _headers(access_mac: bytes, bootp_len: int) -> tuple[bytes, bytes, int]:
     """`offer_frame`'s Ethernet and IPv4 headers, its UDP header less the checksum, and
@@ -232,11 +225,11 @@ def _headers(access_mac: bytes, bootp_len: int) -> tuple[bytes, bytes, int]:
     udp_len = 8 + bootp_len
     ip = bytearray(b"\x45\0" + (20 + udp_len).to_bytes(2, "big") + bytes(4) + b"\x40\x11"
                    + bytes(6) + b"\xff" * 4)  # fmt: skip
-    ip[10:12] = _checksum(bytes(ip)).to_bytes(2, sys.byteorder)
+    ip[10:12] = internet_checksum(bytes(ip)).to_bytes(2, "big")
     udp = b"\0\x43\0\x44" + udp_len.to_bytes(2, "big")
     pseudo = bytes(4) + b"\xff" * 4 + b"\0\x11" + udp_len.to_bytes(2, "big")
     eth = b"\xff" * 6 + access_mac[:6] + b"\x08\0"
-    return eth + bytes(ip), udp, ~_checksum(pseudo + udp) & 0xFFFF
+    return eth + bytes(ip), udp, ~internet_checksum(pseudo + udp) & 0xFFFF
 
 
 def offer_frame(access_mac: bytes, bootp: bytes) -> bytes:
@@ -245,8 +238,8 @@ def offer_frame(access_mac: bytes, bootp: bytes) -> bytes:
     MAG's server socket sends it, from 0.0.0.0 for now (the router's address, from the
     PBA, goes there), with the IPv4 and UDP checksums computed so."""
     head, udp, partial = _headers(access_mac, len(bootp))
-    udp_sum = _checksum(partial.to_bytes(2, sys.byteorder) + bootp) or 0xFFFF
-    return head + udp + udp_sum.to_bytes(2, sys.byteorder) + bootp
+    udp_sum = internet_checksum(partial.to_bytes(2, "big") + bootp) or 0xFFFF
+    return head + udp + udp_sum.to_bytes(2, "big") + bootp
 
 
 class KernelRelay:
