@@ -47,6 +47,7 @@ Writes build/bench/dhcp_attach.json (``--quick``: dhcp_attach.quick.json). Needs
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import math
@@ -241,6 +242,8 @@ class Attach:
     address: str = ""
     lease_s: int = 0
     xid: int = 0
+    sent_at: float = math.nan  # time.perf_counter() at the DISCOVER's send
+    done_at: float = math.nan  # ... and at the ACK's receipt (bench/attach_tails.py)
 
 
 class MnClient:
@@ -318,6 +321,7 @@ class MnClient:
             result.error = "NAK"
             return result
         result.ok = True
+        result.sent_at, result.done_at = t0, t3
         result.ack_ms = (t3 - t0) * 1e3
         result.request_ack_ms = (t3 - t2) * 1e3
         result.address = str(IPv4Address(ack[16:20]))
@@ -414,6 +418,13 @@ def _system_ticks() -> tuple[int, int]:
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
     return sum(v) - v[3] - v[4], sum(v)  # busy (all but idle and iowait), total
+
+
+def _tasks_of(pid: int) -> list[int]:
+    try:
+        return sorted(int(t) for t in os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return []
 
 
 class CpuMeter:
@@ -561,6 +572,7 @@ def run(args: Any) -> dict[str, Any]:
         )
         samples, _ = runner.rounds(n)
         cpu = meter.stop()
+        lab_tasks = {name: _tasks_of(pid) for name, pid in meter.pids.items()}
         elapsed = time.time() - started
         split: dict[str, list[dict[str, float]]] = {f: [] for f in FLOWS}
         if breakdown:
@@ -596,6 +608,7 @@ def run(args: Any) -> dict[str, Any]:
             "kea_socket_type": args.kea_socket,
             "measured_phase_s": elapsed,
             "cpu_pct_during_measured_phase": cpu,
+            "lab_tasks": lab_tasks,  # thread ids of each lab process (bench: this one)
             "lma_bindings_at_end": lma_check,
             "kea_lease_allocs": kea_log.count("DHCP4_LEASE_ALLOC"),
             "results": {f: summary(samples[f]) for f in FLOWS},
@@ -709,8 +722,8 @@ def report(data: dict[str, Any]) -> None:
         print_table(rows, ("flow", "segment", "p50 ms", "p90 ms"), left=2)
 
 
-def main() -> int:
-    parser = arg_parser(__doc__)
+def make_parser(doc: str | None = __doc__) -> argparse.ArgumentParser:
+    parser = arg_parser(doc)
     parser.add_argument("--n", type=int, default=None, help="measured attaches per flow")
     parser.add_argument("--warmup", type=int, default=3, help="uncounted rounds first (3)")
     parser.add_argument(
@@ -736,7 +749,11 @@ def main() -> int:
         help="the MAGs relay flow 3's common messages in the kernel (mag.dhcp.kernel_relay)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, configs)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    args = make_parser().parse_args()
     info = machine_info()
     data = run(args)
     data["machine"] = finish_machine_info(info)
