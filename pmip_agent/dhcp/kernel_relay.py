@@ -23,8 +23,9 @@ the daemon's own path.
 This module is the I/O around those programs: it compiles the object (clang, cached in
 the state directory), loads it (libbpf, through ctypes), attaches the programs with
 pyroute2 under their own priority, and writes the maps: per MN and access link, the
-option 82 it is relayed with; per MN, the address the LMA granted it and its armed PBU;
-per PBU sequence number, an armed OFFER, written in place (an mmap'ed array map).
+option 82 it is relayed with; per MN, the address the LMA granted it; and, written in
+place (mmap'ed array maps), per MN an armed PBU and per PBU sequence number an armed
+OFFER.
 `offload.RelayOffload` decides what goes in them. The address a PBA may grant, per PBU
 sequence number, the kernel reads from the PBUs themselves as they leave (uplink_out, on
 the egress of the links toward the LMAs): no system call on the PBU's path.
@@ -196,19 +197,18 @@ class _Held(ctypes.Structure):
     )
 
 
-class _Armed(ctypes.Structure):
-    """relay.c's struct armed."""
+ARMED_SLOTS = 4096  # relay.c: armed PBUs, by armed_slot
+# relay.c's struct armed up to its frame (native order, no padding: it has none there).
+_ARMED_HEAD = struct.Struct("=IIIII4sQQ")
+_ARMED_SIZE = _ARMED_HEAD.size + ARMED_MAX
+_ARMED_MAC = struct.Struct("=Q")  # struct armed's mac, at _ARMED_MAC_AT
+_ARMED_MAC_AT = _ARMED_HEAD.size - 8
+_ARMED_HOA_AT = 20  # struct armed's hoa: the address a sent PBU went with, as on the wire
 
-    _fields_ = (
-        ("state", ctypes.c_uint32),
-        ("len", ctypes.c_uint32),
-        ("hoa_at", ctypes.c_uint32),
-        ("csum_at", ctypes.c_uint32),
-        ("uplink_if", ctypes.c_uint32),
-        ("hoa", ctypes.c_ubyte * 4),  # as on the wire
-        ("at_ns", ctypes.c_uint64),
-        ("frame", ctypes.c_ubyte * ARMED_MAX),
-    )
+
+def armed_slot(mac: bytes) -> int:
+    """relay.c's armed_slot: where this MN's PBU is armed (Fibonacci hashing)."""
+    return ((mac_key(mac) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF) >> 52 & (ARMED_SLOTS - 1)
 
 
 OFFER_SLOTS = 4096  # relay.c: armed OFFERs, by PBU sequence number modulo this
@@ -262,6 +262,7 @@ class KernelRelay:
             for name in MAPS
         }
         self._offers = mmap.mmap(self._maps["offers"], _OFFER_SIZE * OFFER_SLOTS)
+        self._armed = mmap.mmap(self._maps["armed"], _ARMED_SIZE * ARMED_SLOTS)
         self.attached: dict[str, tuple[int, str]] = {}  # ifname -> (ifindex, program)
         self.egress: set[str] = set()  # links with uplink_out too
 
@@ -312,7 +313,7 @@ class KernelRelay:
         self._delete("grants", key)
         self._delete("attached", key)
         self._delete("held", key)
-        self._delete("armed", key)
+        self.disarm(mac)
         self._delete("acks", key)  # the REQUEST of an OFFER the kernel sent goes up
 
     def arm(self, mac: bytes, packet: bytes, hoa_at: int, uplink_if: int) -> None:
@@ -323,14 +324,18 @@ class KernelRelay:
         frame = bytes(12) + b"\x86\xdd" + packet  # Ethernet: the FIB's addresses, later
         if len(frame) > ARMED_MAX:
             raise ValueError(f"a PBU of {len(packet)} octets is too long to arm")
-        value = _Armed(ARMED, len(frame), 14 + hoa_at, 14 + 40 + 4, uplink_if, (0, 0, 0, 0),
-                       time.clock_gettime_ns(time.CLOCK_MONOTONIC))  # fmt: skip
-        ctypes.memmove(value.frame, frame, len(frame))
-        key = ctypes.c_uint64(mac_key(mac))
-        if self._bpf.lib.bpf_map_update_elem(
-            self._maps["armed"], ctypes.byref(key), ctypes.byref(value), 0
-        ):
-            raise OSError(ctypes.get_errno(), "kernel relay: cannot update map armed")
+        value = _ARMED_HEAD.pack(
+            ARMED, len(frame), 14 + hoa_at, 14 + 40 + 4, uplink_if, bytes(4),
+            time.clock_gettime_ns(time.CLOCK_MONOTONIC), mac_key(mac),
+        ) + frame  # fmt: skip
+        # In place, the state last, as arm_offer: the kernel sends only an ARMED entry
+        # of this MAC (relay.c, armed_pbu). Another MN's PBU armed here before is gone:
+        # its OFFER comes up, and the daemon sends that PBU (RelayOffload.offered).
+        at = armed_slot(mac) * _ARMED_SIZE
+        mem = self._armed
+        mem[at : at + 4] = bytes(4)
+        mem[at + 4 : at + len(value)] = value[4:]
+        mem[at : at + 4] = value[:4]
 
     def arm_offer(
         self,
@@ -371,20 +376,29 @@ class KernelRelay:
         self._offers[slot : slot + 4] = bytes(4)
         return state == ARMED_SENT
 
+    def _armed_at(self, mac: bytes) -> int | None:
+        """Where this MN's PBU is armed, if its slot is still its own."""
+        at = armed_slot(mac) * _ARMED_SIZE
+        (owner,) = _ARMED_MAC.unpack_from(self._armed, at + _ARMED_MAC_AT)
+        return at if owner == mac_key(mac) else None
+
     def disarm(self, mac: bytes) -> None:
-        self._delete("armed", mac_key(mac).to_bytes(8, "little"))
+        at = self._armed_at(mac)
+        if at is not None:
+            self._armed[at : at + 4] = bytes(4)
 
     def take_armed(self, mac: bytes) -> bytes | None:
         """This MN's armed PBU, out of the kernel: the address it was sent with, or None
         if it was not sent (and now will not be)."""
-        key = ctypes.c_uint64(mac_key(mac))
-        value = _Armed()
-        fd = self._maps["armed"]
-        found = self._bpf.lib.bpf_map_lookup_elem(fd, ctypes.byref(key), ctypes.byref(value))
-        self._bpf.lib.bpf_map_delete_elem(fd, ctypes.byref(key))
-        if found != 0 or value.state != ARMED_SENT:
+        at = self._armed_at(mac)
+        if at is None:
             return None
-        return bytes(value.hoa)
+        mem = self._armed
+        (state,) = struct.unpack_from("=I", mem, at)
+        mem[at : at + 4] = bytes(4)
+        if state != ARMED_SENT:
+            return None
+        return mem[at + _ARMED_HOA_AT : at + _ARMED_HOA_AT + 4]
 
     def released(self, mac: bytes, xid: bytes) -> bool:
         """True when the kernel already sent this MN the server's ACK with this xid, on

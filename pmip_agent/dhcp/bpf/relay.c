@@ -102,14 +102,17 @@ struct held { // per MN's MAC: a server's ACK that came before the PBA granting 
 #define ARMED 1
 #define SENT 2
 
+#define ARMED_SLOTS 4096 // armed PBUs, by a hash of the MN's MAC (armed_slot)
+
 struct armed { // per MN's MAC: a PBU the daemon built at the DISCOVER, to send at the OFFER
-    __u32 state; // ARMED or SENT
+    __u32 state; // 0 (free), ARMED or SENT; written last by the daemon
     __u32 len; // of frame
     __u32 hoa_at; // where the IPv4 address (0.0.0.0 in frame) goes
     __u32 csum_at; // the Mobility Header's checksum, computed with 0.0.0.0 there
     __u32 uplink_if; // the route to the LMA leaves here
     __u32 hoa; // SENT: the address it went with
     __u64 at_ns; // bpf_ktime_get_ns when it was armed
+    __u64 mac; // the MN's, whose slot this is for now
     __u8 frame[ARMED_MAX]; // Ethernet (addresses left to the FIB), IPv6, Mobility Header
 };
 
@@ -202,9 +205,12 @@ struct {
 } held SEC(".maps");
 
 struct {
-    __uint(type, BPF_MAP_TYPE_LRU_HASH);
-    __uint(max_entries, 4096); // armed for the few ms to the OFFER
-    __type(key, __u64); // the MN's MAC
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    // Written in place by the daemon, as offers are: at the DISCOVER, while the server
+    // works on its OFFER, a map update took 60 us of the MAG's CPU.
+    __uint(map_flags, BPF_F_MMAPABLE);
+    __uint(max_entries, ARMED_SLOTS); // armed for the few ms to the OFFER
+    __type(key, __u32); // armed_slot of the MN's MAC
     __type(value, struct armed);
 } armed SEC(".maps");
 
@@ -658,13 +664,20 @@ static __always_inline int pba_in(struct __sk_buff *skb, struct conf *cf) {
     return release(skb, cf, mac, hoa);
 }
 
+// An MN's slot in armed (kernel_relay.armed_slot): two MNs whose DISCOVERs share one
+// within the few ms to their OFFERs leave the first one's PBU to the daemon.
+static __always_inline __u32 armed_slot(__u64 mac) {
+    return (__u32)((mac * 0x9E3779B97F4A7C15ULL) >> 52) & (ARMED_SLOTS - 1);
+}
+
 // The PBU armed for this MN, claimed (SENT) for sending with the server's OFFER: fresh,
 // with a route and a neighbour toward its LMA (into *fib). 0: none; the daemon sends the
 // PBU.
 static __always_inline struct armed *armed_pbu(struct __sk_buff *skb, __u64 mac,
                                                struct bpf_fib_lookup *fib) {
-    struct armed *a = bpf_map_lookup_elem(&armed, &mac);
-    if (!a || a->state != ARMED || bpf_ktime_get_ns() - a->at_ns > ARMED_NS)
+    __u32 slot = armed_slot(mac);
+    struct armed *a = bpf_map_lookup_elem(&armed, &slot);
+    if (!a || a->state != ARMED || a->mac != mac || bpf_ktime_get_ns() - a->at_ns > ARMED_NS)
         return 0;
     __u32 len = a->len;
     if (len < MH_AT + 12 || len > ARMED_MAX)
