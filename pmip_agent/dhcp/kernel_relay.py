@@ -330,7 +330,10 @@ class KernelRelay:
         ) + frame  # fmt: skip
         # In place, the state last, as arm_offer: the kernel sends only an ARMED entry
         # of this MAC (relay.c, armed_pbu). Another MN's PBU armed here before is gone:
-        # its OFFER comes up, and the daemon sends that PBU (RelayOffload.offered).
+        # its OFFER comes up, and the daemon sends that PBU (RelayOffload.offered). Were
+        # the kernel sending that PBU from here in this very instant, it could leave
+        # torn: the LMA's raw socket drops it for its checksum, and the daemon sends it
+        # again when no PBA comes.
         at = armed_slot(mac) * _ARMED_SIZE
         mem = self._armed
         mem[at : at + 4] = bytes(4)
