@@ -722,7 +722,7 @@ def report(data: dict[str, Any]) -> None:
         print_table(rows, ("flow", "segment", "p50 ms", "p90 ms"), left=2)
 
 
-def make_parser(doc: str | None = __doc__) -> argparse.ArgumentParser:
+def make_parser(doc: str | None = __doc__, breakdown: int = 20) -> argparse.ArgumentParser:
     parser = arg_parser(doc)
     parser.add_argument("--n", type=int, default=None, help="measured attaches per flow")
     parser.add_argument("--warmup", type=int, default=3, help="uncounted rounds first (3)")
@@ -740,8 +740,9 @@ def make_parser(doc: str | None = __doc__) -> argparse.ArgumentParser:
     parser.add_argument(
         "--breakdown",
         type=int,
-        default=20,
-        help="extra attaches per flow with packet capture, for the per-segment table (20)",
+        default=breakdown,
+        help=f"extra attaches per flow with packet capture, for the per-segment table "
+        f"({breakdown})",
     )
     parser.add_argument(
         "--kernel-relay",
