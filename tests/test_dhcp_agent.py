@@ -771,9 +771,8 @@ def test_forward_leaves_other_messages_to_the_decoded_way() -> None:
     itself), a RELEASE or DECLINE (from_client forgets the MN first), an INIT-REBOOT
     REQUEST (from_client registers the address it asks for first), an MN without an LMA
     to serve it (the attach refuses it, so nothing may reach the server), any message when
-    no relay address is configured (from_client logs why); and the server's ACK before
-    the LMA granted its address (held for the PBA), or an OFFER for an MN the LMA refused
-    (from_server logs it)."""
+    no relay address is configured (from_client logs why); and the server's ACK or OFFER
+    for an MN the LMA refused (from_server logs it)."""
     r = rig()
     agent = r.sites["mag1"].agent
 
@@ -798,10 +797,10 @@ def test_forward_leaves_other_messages_to_the_decoded_way() -> None:
     assert lonely.datagrams_to_send() == []
 
     [relayed] = to_server(r.from_mn(MN_DHCP, discover(MN_DHCP)))
+    agent.denied.add(MN_DHCP)
     ack = server_reply(relayed, "ack", KEA_HOA)
     seen = codec.peek(ack)
-    assert seen is not None and not agent.forward_reply(ack, seen, r.now)  # no grant yet
-    agent.denied.add(MN_DHCP)
+    assert seen is not None and not agent.forward_reply(ack, seen, r.now)
     offer = server_reply(relayed, "offer", KEA_HOA)
     seen = codec.peek(offer)
     assert seen is not None and not agent.forward_reply(offer, seen, r.now)
@@ -841,6 +840,26 @@ def test_server_offer_goes_on_while_the_pbu_does_and_the_ack_waits_for_the_pba()
     assert ack.message_type == ACK and ack.yiaddr == KEA_HOA
     result, later = r.pump()
     assert result.pbus == [] and later == []
+
+
+def test_an_ack_before_its_pba_is_held_from_its_bytes() -> None:
+    """The server's ACK that comes before the PBA (Figure 3: step 8 before step 4) is held
+    from its bytes, not decoded (`forward_reply` takes it), and once the PBA grants its
+    address the MN gets what from_server would have held: the ACK without option 82."""
+    r = rig()
+    agent = r.sites["mag1"].agent
+    [relayed] = to_server(r.from_mn(MN_DHCP, discover(MN_DHCP)))
+    [offer] = to_mn(r.from_server(server_reply(relayed, "offer", KEA_HOA)))
+    [relayed_req] = to_server(r.from_mn(MN_DHCP, selecting(MN_DHCP, offer)))
+    ack = server_reply(relayed_req, "ack", KEA_HOA)
+    seen = codec.peek(ack)
+    assert seen is not None and agent.forward_reply(ack, seen, r.now)
+    assert agent.datagrams_to_send() == [] and agent.holds_replies()
+    result, out = r.pump()
+    assert result.pbas
+    [sent] = out
+    assert sent.data == codec.without_relay_info(codec.parse(ack))
+    assert not agent.holds_replies()
 
 
 def test_a_held_ack_goes_on_early_when_the_pba_accepts_its_address() -> None:

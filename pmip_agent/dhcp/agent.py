@@ -59,13 +59,23 @@ class Grant(NamedTuple):
     granted_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A server's reply held until the LMA grants its address (seed Figure 3, step 4)."""
+
+    data: bytes  # as it goes to the MN: option 82 removed
+    kind: int
+    yiaddr: IPv4Address
+    name: str
+
+
 @dataclass(slots=True)
 class _Client:
     mn_id: bytes
     ifname: str
     relay: bool
     waiting: DhcpMessage | None = None  # a client message answered once the LMA grants
-    held_reply: DhcpMessage | None = None  # relay: a server reply held until the grant
+    held_reply: _Held | None = None  # relay: a server reply held until the grant
     xids: set[int] = field(default_factory=set)
     relay_info: tuple[IPv4Network | None, bytes] | None = None  # option 82, by prefix hint
 
@@ -179,13 +189,15 @@ class DhcpAgent:
         return True
 
     def forward_reply(self, data: bytes, seen: codec.Peek, now: float, copy: bool = False) -> bool:
-        """All of `from_server` for a server's reply that goes on to its MN at once, done
-        from the bytes: an OFFER (unless the LMA refused this MN), a NAK, or an ACK of the
-        address the LMA granted. An OFFER's address is reported to the engine, for the
-        PBU (seed Figure 3, step 3), by the next `report_offered`: the daemon sends the
-        OFFER first. False for anything else (an ACK waiting for the PBA, say): the
-        daemon decodes it and calls `from_server`. ``copy``: the kernel passed it on
-        already (kernel_relay.py); only the rest is done."""
+        """All of `from_server` for a server's reply, done from the bytes: an OFFER
+        (unless the LMA refused this MN), a NAK, or an ACK of the address the LMA
+        granted, which go on to the MN at once; or an ACK that came before the PBA, held
+        for it (its address reported to the engine at once). An OFFER's address is
+        reported to the engine, for the PBU (seed Figure 3, step 3), by the next
+        `report_offered`: the daemon sends the OFFER first. False for anything else (a
+        reply for an MN the LMA refused, say): the daemon decodes it and calls
+        `from_server`. ``copy``: the kernel passed it on already (kernel_relay.py); only
+        the rest is done."""
         if seen.op != 2:
             return False
         info = codec.relay_info_of(data, seen.relay_info_at)
@@ -201,6 +213,16 @@ class DhcpAgent:
                 return False
             if not granted:  # what from_server does for a new address, once it is out
                 self._offered_addresses.append((client.mn_id, yiaddr, seen.subnet_mask))
+        elif kind == ACK and not granted and not copy and client.mn_id not in self.denied:
+            # Held for the PBA, as from_server does: its address goes in a PBU now.
+            self._now = now
+            at = seen.relay_info_at
+            out = codec.without_relay_info_at(data, at) if at >= 0 else codec.padded(data)
+            self._hold(client, _Held(out, kind, IPv4Address(yiaddr), seen.name))
+            self.engine.learn_ipv4(
+                client.mn_id, IPv4Address(yiaddr), _mask_len(seen.subnet_mask), now
+            )
+            return True
         elif (kind != ACK or not granted) and kind != NAK:
             return False
         self._now = now
@@ -220,8 +242,7 @@ class DhcpAgent:
             return []
         pending, self._offered_addresses = self._offered_addresses, []
         for mn_id, yiaddr, mask in pending:
-            plen = _prefix_len(IPv4Address(mask) if mask and len(mask) == 4 else None)
-            self.engine.learn_ipv4(mn_id, IPv4Address(yiaddr), plen, now)
+            self.engine.learn_ipv4(mn_id, IPv4Address(yiaddr), _mask_len(mask), now)
         return [mn_id for mn_id, _yiaddr, _mask in pending]
 
     # --- the decoded way --------------------------------------------------------------
@@ -429,14 +450,22 @@ class DhcpAgent:
             elif kind == OFFER:
                 self._pass_to_client(client, msg)  # "meanwhile" (seed §3.1)
                 return
-            client.held_reply = msg  # until the PBA grants it (Figure 3, step 4)
-            self._held_for[client.mn_id] = client
+            held = _Held(codec.without_relay_info(msg), kind, msg.yiaddr, msg.name)
+            self._hold(client, held)
             return
         self._pass_to_client(client, msg)
 
     def _pass_to_client(self, client: _Client, msg: DhcpMessage) -> None:
         self._out.append(DhcpSend(client.ifname, codec.without_relay_info(msg), BROADCAST))
         self._note(client.mn_id, msg.message_type)
+
+    def _hold(self, client: _Client, held: _Held) -> None:
+        client.held_reply = held  # until the PBA grants it (Figure 3, step 4)
+        self._held_for[client.mn_id] = client
+
+    def _pass_held(self, client: _Client, held: _Held) -> None:
+        self._out.append(DhcpSend(client.ifname, held.data, BROADCAST))
+        self._note(client.mn_id, held.kind)
 
     # --- MAG events -----------------------------------------------------------------
 
@@ -495,7 +524,7 @@ class DhcpAgent:
             return False
         del self._held_for[mn_id]
         client.held_reply = None
-        self._pass_to_client(client, held)
+        self._pass_held(client, held)
         return True
 
     def _release_held(self, mn_id: bytes) -> None:
@@ -509,7 +538,7 @@ class DhcpAgent:
         if client.held_reply is not None:
             held, client.held_reply = client.held_reply, None
             if held.yiaddr == grant.hoa:
-                self._pass_to_client(client, held)
+                self._pass_held(client, held)
 
     def _forget(self, mn_id: bytes, keep_client: bool = True) -> None:
         self.grants.pop(mn_id, None)
@@ -525,6 +554,11 @@ class DhcpAgent:
 
 def _prefix_len(mask: IPv4Address | None) -> int:
     return bin(int(mask)).count("1") if mask is not None else 32
+
+
+def _mask_len(mask: bytes | None) -> int:
+    """`_prefix_len` of a subnet mask option's content, as `codec.peek` reads it."""
+    return _prefix_len(IPv4Address(mask) if mask and len(mask) == 4 else None)
 
 
 def _name(mn_id: bytes) -> str:
