@@ -25,7 +25,9 @@ PACKET = bytes(range(40)) + bytes(range(100, 140))  # an IPv6 header and a Mobil
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kr.KernelRelay]:
     assert shutil.which("clang") and Path("/usr/include/bpf/bpf_helpers.h").exists(), NEEDS
-    yield kr.KernelRelay(tmp_path_factory.mktemp("kernel-relay"))
+    relay = kr.KernelRelay(tmp_path_factory.mktemp("kernel-relay"))
+    yield relay
+    relay.close()
 
 
 def slot_of(relay: kr.KernelRelay, mac: bytes) -> tuple[tuple[object, ...], bytes]:

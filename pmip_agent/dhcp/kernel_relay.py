@@ -508,6 +508,7 @@ class KernelRelay:
             with contextlib.suppress(OSError):  # the link went away with its filter
                 self.detach(ifname)
         self._offers.close()
+        self._armed.close()
         self._bpf.lib.bpf_object__close(self._obj)
 
 
