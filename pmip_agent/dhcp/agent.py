@@ -216,19 +216,16 @@ class DhcpAgent:
         elif kind == ACK and not granted and not copy and client.mn_id not in self.denied:
             # Held for the PBA, as from_server does: its address goes in a PBU now.
             self._now = now
-            at = seen.relay_info_at
-            out = codec.without_relay_info_at(data, at) if at >= 0 else codec.padded(data)
-            self._hold(client, _Held(out, kind, IPv4Address(yiaddr), seen.name))
-            self.engine.learn_ipv4(
-                client.mn_id, IPv4Address(yiaddr), _mask_len(seen.subnet_mask), now
-            )
+            out = codec.without_relay_info_at(data, seen.relay_info_at)
+            hoa = IPv4Address(yiaddr)
+            self._hold(client, _Held(out, kind, hoa, seen.name))
+            self.engine.learn_ipv4(client.mn_id, hoa, _mask_len(seen.subnet_mask), now)
             return True
         elif (kind != ACK or not granted) and kind != NAK:
             return False
         self._now = now
         if not copy:
-            at = seen.relay_info_at
-            out = codec.without_relay_info_at(data, at) if at >= 0 else codec.padded(data)
+            out = codec.without_relay_info_at(data, seen.relay_info_at)
             self._out.append(DhcpSend(client.ifname, out, BROADCAST))
         self._note(client.mn_id, kind)
         return True

@@ -413,7 +413,10 @@ def relayed_at(raw: bytes, end_at: int, giaddr: bytes, info: bytes) -> bytes:
 
 
 def without_relay_info_at(raw: bytes, at: int) -> bytes:
-    """`without_relay_info`, in place, for a message with option 82 at offset ``at``."""
+    """`without_relay_info`, in place, for a message with option 82 at offset ``at``
+    (-1, as `peek` gives it for a message without one: ``raw`` as it is, padded)."""
+    if at < 0:
+        return padded(raw)
     return padded(raw[:at] + raw[at + 2 + raw[at + 1] :])
 
 
