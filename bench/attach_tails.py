@@ -70,6 +70,8 @@ class SchedTrace:
             text = path.read_text().strip()
             if name == "trace_clock":  # "[local] global ... mono ...": the selected one
                 text = re.search(r"\[(\S+)\]", text).group(1)  # type: ignore[union-attr]
+            elif name == "buffer_size_kb":  # "7 (expanded: 1408)" until the buffer is used
+                text = text.split()[0]
             self._saved[name] = text
         path.write_text(value)
 
@@ -95,8 +97,14 @@ class SchedTrace:
             self.overrun = int(re.search(r"overrun: (\d+)", overrun).group(1))  # type: ignore[union-attr]
         finally:
             (self.root / "trace").write_text("")
+            failed: list[str] = []
             for name, value in reversed(self._saved.items()):
-                (self.root / name).write_text(value)
+                try:  # each one, whatever became of the others
+                    (self.root / name).write_text(value)
+                except OSError as e:
+                    failed.append(f"{name} = {value!r}: {e}")
+            if failed:
+                raise SystemExit("could not put back: " + "; ".join(failed))
 
 
 @dataclass(frozen=True, slots=True)

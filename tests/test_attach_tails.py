@@ -144,7 +144,7 @@ def test_the_tracing_settings_are_put_back(tmp_path: Path) -> None:
     (root / "trace").write_text("")
     (root / "tracing_on").write_text("1\n")
     (root / "trace_clock").write_text("[local] global counter uptime perf mono\n")
-    (root / "buffer_size_kb").write_text("1410\n")
+    (root / "buffer_size_kb").write_text("7 (expanded: 1408)\n")  # as a fresh tracefs says
     for event in attach_tails.EVENTS:
         (root / "events" / event).mkdir(parents=True)
         (root / "events" / event / "enable").write_text("0\n")
@@ -159,7 +159,7 @@ def test_the_tracing_settings_are_put_back(tmp_path: Path) -> None:
     assert trace.overrun == 2
     assert (root / "trace_clock").read_text() == "local"
     assert (root / "tracing_on").read_text() == "1"
-    assert (root / "buffer_size_kb").read_text() == "1410"
+    assert (root / "buffer_size_kb").read_text() == "7"
     for event in attach_tails.EVENTS:
         assert (root / "events" / event / "enable").read_text() == "0"
     assert (root / "trace").read_text() == ""
