@@ -414,10 +414,12 @@ def _proc_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
-def _system_ticks() -> tuple[int, int]:
+def _system_ticks() -> tuple[int, int, int]:
+    """Busy (all but idle, iowait and steal), steal, and total, from /proc/stat's
+    first line: its guest times are in user and nice already."""
     with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return sum(v) - v[3] - v[4], sum(v)  # busy (all but idle and iowait), total
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return sum(v) - v[3] - v[4] - v[7], v[7], sum(v)
 
 
 def _tasks_of(pid: int) -> list[int]:
@@ -430,7 +432,9 @@ def _tasks_of(pid: int) -> list[int]:
 class CpuMeter:
     """CPU use of the lab's processes and of the whole machine between start and stop, in %
     of one core (200 % is both cores of a two-core machine). ``others`` is the machine
-    minus the lab: other jobs competing for the cores during the measurement."""
+    minus the lab: other jobs competing for the cores during the measurement. ``steal``
+    is the time the hypervisor ran something else on this machine's virtual CPUs, which
+    no task here sees: a lab task then stands still, though the scheduler shows it running."""
 
     def __init__(self, **pids: int) -> None:
         self.pids = pids
@@ -444,11 +448,13 @@ class CpuMeter:
             k: round(100 * (_proc_ticks(p) - self.ticks[k]) / _TICK / dt, 1)
             for k, p in self.pids.items()
         }
-        busy, total = _system_ticks()
-        d_busy, d_total = busy - self.sys[0], total - self.sys[1]
-        machine = round(100 * (os.cpu_count() or 1) * d_busy / d_total, 1) if d_total else 0.0
+        busy, steal, total = _system_ticks()
+        d_total = total - self.sys[2]
+        scale = 100 * (os.cpu_count() or 1) / d_total if d_total else 0.0
+        machine = round((busy - self.sys[0]) * scale, 1)
         out["machine"] = machine
         out["others"] = round(machine - sum(out[k] for k in self.pids), 1)
+        out["steal"] = round((steal - self.sys[1]) * scale, 1)
         return out
 
 
@@ -704,10 +710,13 @@ def report(data: dict[str, Any]) -> None:
             + ", ".join(f"{x:.2f}" for x in machine["loadavg_at_end"])
         )
     cpu = data["cpu_pct_during_measured_phase"]
+    # others: a job on a core; steal: a few ms at a time, enough to reach the p99s
+    limits = (("other jobs", cpu["others"], 50), ("the hypervisor", cpu["steal"], 2))
+    held_by = [who for who, pct, limit in limits if pct > limit]
     print(
         "CPU during the measured phase, % of one core: "
         + ", ".join(f"{k} {v}" for k, v in cpu.items())
-        + ("  <- other jobs held the cores: expect inflated tails" if cpu["others"] > 50 else "")
+        + (f"  <- {' and '.join(held_by)} held the cores: expect inflated tails" if held_by else "")
     )
     if data["breakdown_attaches"]:
         print(
