@@ -1,8 +1,9 @@
 """Network namespaces for tests: a per-run name prefix, and teardown even on failure.
 
 Every namespace a test makes carries this run's prefix, every process it starts is kept by
-PID, and `Lab.close()` (called from a fixture finalizer and, as a last resort, at exit)
-kills those processes and deletes those namespaces. Traffic only flows between them.
+PID, and `Lab.close()` (called from a fixture finalizer and, as a last resort, at exit or
+on SIGTERM or SIGHUP) kills those processes and deletes those namespaces. Traffic only
+flows between them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import shlex
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +60,7 @@ def require_root_netns() -> None:
 class Lab:
     def __init__(self, name: str) -> None:
         require_root_netns()
+        _sweep_on_signals()
         self.prefix = f"{RUN_PREFIX}{name}"[:12]
         self.namespaces: list[str] = []
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -147,3 +150,19 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05, what: str
 def _sweep() -> None:
     for lab in list(_open_labs):
         lab.close()
+
+
+def _swept_then_killed(sig: int, frame: object) -> None:
+    _sweep()
+    signal.signal(sig, signal.SIG_DFL)
+    os.kill(os.getpid(), sig)  # the exit status still says which signal ended the run
+
+
+def _sweep_on_signals() -> None:
+    """A run stopped by SIGTERM (a CI timeout, `kill`) or SIGHUP would skip atexit and
+    leave its namespaces behind: sweep first. Only where nothing else handles them."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is signal.SIG_DFL:
+            signal.signal(sig, _swept_then_killed)
