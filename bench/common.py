@@ -44,6 +44,22 @@ from pmip_agent.wire import (
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "build" / "bench"
 
+
+def children_import_this_package() -> None:
+    """The daemons a benchmark starts (the venv's `pmip-agent` script) import the
+    package the venv was installed from, which need not be the one this process
+    imported (another checkout sharing the venv, say): PYTHONPATH puts that one first,
+    so the figures are of the code `machine_info` names."""
+    import pmip_agent
+
+    here = str(Path(pmip_agent.__file__).resolve().parents[1])
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if here not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([here, *paths])
+
+
+children_import_this_package()
+
 LMAA = IPv6Address("2001:db8::1")
 ZERO4 = IPv4Address(0)
 ZERO6 = IPv6Address(0)
