@@ -39,7 +39,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import dhcp_attach  # noqa: E402  (bench/ is on sys.path from here on)
-from common import finish_machine_info, machine_info, percentile, print_table, write_json  # noqa: E402
+from common import finish_machine_info, machine_info, print_table, write_json  # noqa: E402
 
 NAME = "attach_tails"
 TRACING = Path("/sys/kernel/tracing")
@@ -292,7 +292,7 @@ def main() -> int:
             (
                 flow,
                 got["attaches"],
-                f"{percentile([w.ack_ms for w in windows], 99):.2f}",
+                f"{data['results'][flow]['ack_ms']['p99']:.2f}",
                 got["slow"],
                 got["slow_with_outside"],
                 f"{got['all_with_outside']}/{got['attaches']}",

@@ -242,6 +242,16 @@ def offer_frame(access_mac: bytes, bootp: bytes) -> bytes:
     return head + udp + udp_sum.to_bytes(2, "big") + bootp
 
 
+def _write_slot(mem: mmap.mmap, at: int, value: bytes) -> None:
+    """``value`` (an armed entry, its state first) into the mmap'ed array slot at ``at``,
+    in place, the state last: freed first, so that the kernel never takes a half-written
+    entry as ARMED. The stores go out in program order on x86 (TSO); a CPU that may
+    reorder them could still let the kernel read a torn entry in that instant."""
+    mem[at : at + 4] = bytes(4)
+    mem[at + 4 : at + len(value)] = value[4:]
+    mem[at : at + 4] = value[:4]
+
+
 class KernelRelay:
     """The loaded programs and their maps; one per MAG daemon."""
 
@@ -328,17 +338,12 @@ class KernelRelay:
             ARMED, len(frame), 14 + hoa_at, 14 + 40 + 4, uplink_if, bytes(4),
             time.clock_gettime_ns(time.CLOCK_MONOTONIC), mac_key(mac),
         ) + frame  # fmt: skip
-        # In place, the state last, as arm_offer: the kernel sends only an ARMED entry
-        # of this MAC (relay.c, armed_pbu). Another MN's PBU armed here before is gone:
-        # its OFFER comes up, and the daemon sends that PBU (RelayOffload.offered). Were
-        # the kernel sending that PBU from here in this very instant, it could leave
-        # torn: the LMA's raw socket drops it for its checksum, and the daemon sends it
-        # again when no PBA comes.
-        at = armed_slot(mac) * _ARMED_SIZE
-        mem = self._armed
-        mem[at : at + 4] = bytes(4)
-        mem[at + 4 : at + len(value)] = value[4:]
-        mem[at : at + 4] = value[:4]
+        # The kernel sends only an ARMED entry of this MAC (relay.c, armed_pbu). Another
+        # MN's PBU armed here before is gone: its OFFER comes up, and the daemon sends
+        # that PBU (RelayOffload.offered). Were the kernel sending that PBU from here in
+        # this very instant, it could leave torn: the LMA's raw socket drops it for its
+        # checksum, and the daemon sends it again when no PBA comes.
+        _write_slot(self._armed, armed_slot(mac) * _ARMED_SIZE, value)
 
     def arm_offer(
         self,
@@ -359,15 +364,10 @@ class KernelRelay:
             ARMED, sequence, len(frame), access_if, min(lease_max, 0xFFFFFFFF),
             *(BOOTP_AT + a for a in at), time.clock_gettime_ns(time.CLOCK_MONOTONIC), lmaa,
         ) + frame  # fmt: skip
-        # In place, the state last: the kernel sends only an ARMED entry of this sequence
-        # number (relay.c, pba_in). The stores go out in program order on x86 (TSO); a CPU
-        # that may reorder them could let a PBA coming within that instant read a torn
-        # frame, whose checksum the MN would then refuse.
-        slot = (sequence % OFFER_SLOTS) * _OFFER_SIZE
-        mem = self._offers
-        mem[slot : slot + 4] = bytes(4)
-        mem[slot + 4 : slot + len(value)] = value[4:]
-        mem[slot : slot + 4] = value[:4]
+        # The kernel sends only an ARMED entry of this sequence number (relay.c, pba_in).
+        # A PBA coming in the instant of the write could read a torn frame, whose
+        # checksum the MN would then refuse.
+        _write_slot(self._offers, (sequence % OFFER_SLOTS) * _OFFER_SIZE, value)
 
     def take_offer(self, sequence: int) -> bool:
         """True if the kernel sent the OFFER armed for PBU ``sequence``; either way it
